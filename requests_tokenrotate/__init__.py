@@ -1,0 +1,50 @@
+"""OAuth2 bearer tokens for requests, rotated transparently and single-flight.
+
+See README.rst for the quick start. Everything public is re-exported here;
+no user should need to import a ``_module``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ._endpoint import OAuthClient
+from ._grants import ClientCredentialsGrant, RefreshTokenGrant
+from ._source import RefreshPolicy, TokenSource
+from ._stores import FileTokenStore, MemoryTokenStore, TokenStore
+from ._token import Token
+from .exceptions import (
+    DiscoveryError,
+    InvalidConfiguration,
+    LockTimeout,
+    NotLoggedIn,
+    RefreshError,
+    TokenInvalidated,
+    TokenRotateError,
+    TokenStoreError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ClientCredentialsGrant",
+    "DiscoveryError",
+    "FileTokenStore",
+    "InvalidConfiguration",
+    "LockTimeout",
+    "MemoryTokenStore",
+    "NotLoggedIn",
+    "OAuthClient",
+    "RefreshError",
+    "RefreshPolicy",
+    "RefreshTokenGrant",
+    "Token",
+    "TokenInvalidated",
+    "TokenRotateError",
+    "TokenSource",
+    "TokenStore",
+    "TokenStoreError",
+    "__version__",
+]
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -1,0 +1,223 @@
+"""The token endpoint client: POST a form, read RFC 6749 §5.1 / §5.2."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+import requests
+
+from ._token import Token
+from .exceptions import InvalidConfiguration, RefreshError, TokenInvalidated
+
+if TYPE_CHECKING:
+    from ._discovery import Discovery
+
+logger = logging.getLogger(__name__)
+
+#: (connect, read) seconds for every token-endpoint call; never unbounded.
+DEFAULT_TIMEOUT: Final = (5.0, 30.0)
+AUTH_METHODS: Final = ("client_secret_basic", "client_secret_post", "none")
+#: OAuth errors that mean our request or registration is wrong (RFC 6749 §5.2).
+_CONFIG_ERRORS: Final = frozenset(
+    {"invalid_client", "unauthorized_client", "unsupported_grant_type", "invalid_scope"}
+)
+_MAX_DESCRIPTION: Final = 200
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(name)
+
+
+def parse_json(response: requests.Response) -> Any:
+    """Decode a JSON body defensively; None when it is not JSON.
+
+    Rejects ``NaN``/``Infinity`` and deep nesting, and never lets the decoder's
+    error (whose ``.doc`` holds the whole body, secrets included) escape.
+    """
+    try:
+        return json.loads(response.content, parse_constant=_reject_constant)
+    except (ValueError, RecursionError, UnicodeDecodeError):
+        return None
+
+
+def _short(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    return value[:_MAX_DESCRIPTION]
+
+
+class OAuthClient:
+    """A client of one authorization server's token endpoint.
+
+    :param token_url: The token endpoint. Give this or ``issuer``.
+    :param issuer: The issuer URL; the token endpoint is discovered lazily
+        (OIDC discovery, then RFC 8414) on the first token-endpoint call.
+    :param client_id: The registered client id.
+    :param client_secret: The client secret, for confidential clients.
+    :param auth_method: ``client_secret_basic`` (default with a secret),
+        ``client_secret_post`` or ``none`` (default without one).
+    :param timeout: Seconds, or a ``(connect, read)`` pair, for every call.
+        Default ``(5, 30)``.
+    :param session: The :class:`requests.Session` for token calls; by default
+        the client's own, never a user's mounted one.
+    :param discovery_ttl: Seconds a discovery document is cached on disk
+        (default one day; 0 disables the disk cache).
+    :param cache_dir: Where discovery documents are cached (default: the
+        platformdirs user cache directory).
+    """
+
+    def __init__(
+        self,
+        token_url: str | None = None,
+        issuer: str | None = None,
+        *,
+        client_id: str,
+        client_secret: str | None = None,
+        auth_method: str | None = None,
+        timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
+        session: requests.Session | None = None,
+        discovery_ttl: float | None = None,
+        cache_dir: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not token_url and not issuer:
+            raise InvalidConfiguration("OAuthClient needs token_url or issuer")
+        if not isinstance(client_id, str) or not client_id:
+            raise InvalidConfiguration("OAuthClient needs a client_id")
+        method = auth_method or ("client_secret_basic" if client_secret else "none")
+        if method not in AUTH_METHODS:
+            raise InvalidConfiguration(
+                f"auth_method must be one of {', '.join(AUTH_METHODS)}, not {method!r}"
+            )
+        if method != "none" and not client_secret:
+            raise InvalidConfiguration(f"auth_method {method} needs a client_secret")
+        self.token_url = token_url
+        self.issuer = issuer
+        self.client_id = client_id
+        self._client_secret = client_secret
+        self.auth_method = method
+        self.timeout = timeout
+        self.clock = clock
+        self._session = session
+        self._session_lock = threading.Lock()
+        self._discovery: Discovery | None = None
+        if issuer is not None and token_url is None:
+            from ._discovery import Discovery
+
+            self._discovery = Discovery(
+                issuer, ttl=discovery_ttl, cache_dir=cache_dir, timeout=timeout, clock=clock
+            )
+
+    def __repr__(self) -> str:
+        where = self.token_url or self.issuer
+        method = self.auth_method
+        return f"OAuthClient({where!r}, client_id={self.client_id!r}, auth_method={method!r})"
+
+    @property
+    def session(self) -> requests.Session:
+        """The session used for token-endpoint calls (created on first use)."""
+        if self._session is None:
+            with self._session_lock:
+                if self._session is None:
+                    self._session = requests.Session()
+        return self._session
+
+    def token_endpoint(self) -> str:
+        """The token endpoint URL, discovering it on first need.
+
+        :raises DiscoveryError: Discovery failed (retried on the next call).
+        """
+        if self.token_url is not None:
+            return self.token_url
+        assert self._discovery is not None  # noqa: S101  # set whenever token_url is None
+        return self._discovery.token_endpoint(self.session)
+
+    def request_token(self, params: Mapping[str, str], *, grant: str | None = None) -> Token:
+        """POST ``params`` to the token endpoint and return the issued token.
+
+        :raises TokenInvalidated: ``invalid_grant``: the grant is dead.
+        :raises InvalidConfiguration: ``invalid_client`` and other setup errors.
+        :raises RefreshError: Anything transient: timeouts, 5xx, 429, HTML or
+            non-JSON bodies, a body without ``access_token``.
+        """
+        url = self.token_endpoint()
+        data = dict(params)
+        auth: tuple[str, str] | None = None
+        if self.auth_method == "client_secret_basic":
+            assert self._client_secret is not None  # noqa: S101  # checked in __init__
+            auth = (self.client_id, self._client_secret)
+        else:
+            data["client_id"] = self.client_id
+            if self.auth_method == "client_secret_post":
+                assert self._client_secret is not None  # noqa: S101  # checked in __init__
+                data["client_secret"] = self._client_secret
+        kind = grant or data.get("grant_type", "?")
+        logger.debug("token endpoint call: %s (%s)", url, kind)
+        try:
+            response = self.session.post(
+                url,
+                data=data,
+                auth=auth,
+                headers={"Accept": "application/json"},
+                timeout=self.timeout,
+                allow_redirects=False,  # a redirected token request could leak the grant
+            )
+        except requests.Timeout:
+            raise RefreshError(f"token endpoint {url} timed out; try again") from None
+        except requests.RequestException as exc:
+            raise RefreshError(
+                f"token endpoint {url} could not be reached ({type(exc).__name__}); try again"
+            ) from None
+        with response:
+            return self._parse(url, response)
+
+    def _parse(self, url: str, response: requests.Response) -> Token:
+        status = response.status_code
+        body = parse_json(response)
+        if status == 200:
+            if not isinstance(body, dict):
+                ctype = response.headers.get("Content-Type", "none")
+                raise RefreshError(
+                    f"token endpoint {url} answered 200 with a body that is not a JSON object "
+                    f"(Content-Type {ctype}); a proxy or captive portal may be in the way",
+                    status_code=status,
+                )
+            try:
+                return Token.from_response(body, now=self.clock())
+            except ValueError as exc:
+                raise RefreshError(
+                    f"token endpoint {url} answered 200 but {exc}", status_code=status
+                ) from None
+        error = _short(body.get("error")) if isinstance(body, dict) else None
+        description = _short(body.get("error_description")) if isinstance(body, dict) else None
+        detail = f"{status} {error}" if error else str(status)
+        if description:
+            detail += f": {description}"
+        if error == "invalid_grant" and status in (400, 401):
+            raise TokenInvalidated(
+                f"token endpoint {url} rejected the grant ({detail}); log in again",
+                invalidated_at=self.clock(),
+            )
+        if error in _CONFIG_ERRORS:
+            raise InvalidConfiguration(
+                f"token endpoint {url} refused the client ({detail}); check client_id, "
+                "client_secret, auth_method and scope",
+                response=response,
+            )
+        if status == 429 or status >= 500:
+            hint = "try again later"
+        elif error is None:
+            hint = "not an OAuth error answer; a proxy may be in the way"
+        else:
+            hint = "the request was refused"
+        raise RefreshError(
+            f"token endpoint {url} answered {detail} ({hint})",
+            status_code=status,
+            error=error,
+            error_description=description,
+        )

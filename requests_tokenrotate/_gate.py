@@ -1,0 +1,62 @@
+"""The per-key gate: a thread lock first, then the store's cross-process lock.
+
+A portalocker lock shared by two threads does not exclude them, so the thread
+lock always comes first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from .exceptions import LockTimeout
+
+if TYPE_CHECKING:
+    from ._stores import TokenStore
+
+logger = logging.getLogger(__name__)
+
+
+class Gate:
+    """Serialises refreshes of one key, within a process and across processes."""
+
+    def __init__(self, store: TokenStore, key: str, timeout: float) -> None:
+        self.store = store
+        self.key = key
+        self.timeout = timeout
+        self._thread_lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, object]:
+        state = dict(self.__dict__)
+        del state["_thread_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._thread_lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def threads(self) -> Iterator[float]:
+        """Hold the in-process lock; yields the monotonic deadline for the whole gate."""
+        deadline = time.monotonic() + self.timeout
+        if not self._thread_lock.acquire(timeout=self.timeout):
+            raise LockTimeout(
+                f"another thread kept refreshing for more than {self.timeout:g} s; try again",
+                key=self.key,
+            )
+        try:
+            yield deadline
+        finally:
+            self._thread_lock.release()
+
+    @contextlib.contextmanager
+    def processes(self, deadline: float) -> Iterator[None]:
+        """Hold the store's lock for the key, waiting at most until ``deadline``."""
+        remaining = max(deadline - time.monotonic(), 0.0)
+        logger.debug("waiting for the refresh lock of %r (up to %.1f s)", self.key, remaining)
+        with self.store.lock(self.key, remaining):
+            yield

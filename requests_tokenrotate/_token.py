@@ -1,0 +1,214 @@
+"""The token record: what the store keeps and the transport attaches."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
+
+logger = logging.getLogger(__name__)
+
+#: ``expires_in`` values above this (ten years) are treated as nonsense.
+MAX_EXPIRES_IN: Final = 10 * 365 * 86400
+
+_STR_FIELDS: Final = ("token_type", "refresh_token", "scope", "id_token")
+_TIME_FIELDS: Final = ("expires_at", "obtained_at", "invalidated_at")
+
+
+def fingerprint(secret: str | None) -> str:
+    """A short, non-reversible tag for correlating a secret in logs."""
+    if not secret:
+        return "-"
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+
+
+def _number(value: Any) -> float | None:
+    """A finite float from an int, float or numeric string, else None."""
+    if isinstance(value, bool):  # json gives True for `true`; it is not a number here
+        return None
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _expires_in(value: Any) -> float | None:
+    if value is None:
+        return None
+    seconds = _number(value)
+    if seconds is None or seconds < 0 or seconds > MAX_EXPIRES_IN:
+        # Decided: ignore (with a warning) rather than fail; the JWT `exp`, or
+        # the reactive 401 path, still tells us when the token is stale.
+        logger.warning(
+            "ignoring unusable expires_in in a token response (%s)", type(value).__name__
+        )
+        return None
+    return seconds
+
+
+def jwt_expiry(access_token: str) -> float | None:
+    """The ``exp`` claim of a JWT, read without verifying it (an expiry hint only).
+
+    An opaque or malformed token is not an error: its expiry is simply unknown.
+    """
+    if access_token.count(".") != 2:
+        return None
+    import jwt  # only the paths that meet a new token pay for this import
+
+    try:
+        claims = jwt.decode(access_token, options={"verify_signature": False})
+    except (jwt.PyJWTError, ValueError, TypeError, RecursionError):
+        return None
+    if not isinstance(claims, dict):
+        return None
+    return _number(claims.get("exp"))
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """An OAuth2 token as the token endpoint issued it.
+
+    :ivar access_token: The bearer credential (never shown by ``repr``).
+    :ivar token_type: As issued, normalised so that ``bearer`` reads ``Bearer``.
+    :ivar refresh_token: The refresh credential, or None.
+    :ivar expires_at: Expiry in epoch seconds: from ``expires_in``, else the
+        JWT ``exp`` claim, else None (unknown).
+    :ivar scope: The granted scope, if the server said.
+    :ivar id_token: The OIDC ID token, if any.
+    :ivar obtained_at: When the token was received (epoch seconds).
+    :ivar invalidated_at: When the refresh credential was found dead, or None.
+    """
+
+    access_token: str = field(repr=False)
+    token_type: str = "Bearer"
+    refresh_token: str | None = field(default=None, repr=False)
+    expires_at: float | None = None
+    scope: str | None = None
+    id_token: str | None = field(default=None, repr=False)
+    obtained_at: float = 0.0
+    invalidated_at: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.access_token, str) or not self.access_token:
+            raise ValueError("a token needs a non-empty access_token string")
+        if self.token_type.lower() == "bearer" and self.token_type != "Bearer":
+            object.__setattr__(self, "token_type", "Bearer")
+
+    @classmethod
+    def from_response(cls, data: Any, *, now: float | None = None) -> Token:
+        """Build a token from a token-endpoint JSON body (RFC 6749 §5.1).
+
+        :param data: The decoded JSON object.
+        :param now: The receive time in epoch seconds (default: ``time.time()``).
+        :raises ValueError: ``data`` is not an object with an ``access_token``
+            string. The message never quotes the body.
+        """
+        if not isinstance(data, dict):
+            raise ValueError("the token response is not a JSON object")
+        access_token = data.get("access_token")
+        if not isinstance(access_token, str) or not access_token:
+            raise ValueError("the token response has no access_token")
+        obtained_at = time.time() if now is None else now
+        lifetime = _expires_in(data.get("expires_in"))
+        expires_at = obtained_at + lifetime if lifetime is not None else jwt_expiry(access_token)
+        strings = {name: data.get(name) for name in _STR_FIELDS}
+        for name, value in strings.items():
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"the token response's {name} is not a string")
+        return cls(
+            access_token=access_token,
+            token_type=strings["token_type"] or "Bearer",
+            refresh_token=strings["refresh_token"] or None,
+            expires_at=expires_at,
+            scope=strings["scope"],
+            id_token=strings["id_token"],
+            obtained_at=obtained_at,
+        )
+
+    @property
+    def lifetime(self) -> float | None:
+        """Seconds from ``obtained_at`` to ``expires_at``, if known."""
+        if self.expires_at is None:
+            return None
+        return self.expires_at - self.obtained_at
+
+    @property
+    def is_invalidated(self) -> bool:
+        """True once the refresh credential was rejected by the server."""
+        return self.invalidated_at is not None
+
+    def expires_within(self, seconds: float, *, now: float | None = None) -> bool:
+        """True if the token expires within ``seconds`` from ``now``.
+
+        A token whose expiry is unknown never expires by the clock.
+        """
+        if self.expires_at is None:
+            return False
+        return self.expires_at - seconds <= (time.time() if now is None else now)
+
+    def with_refresh_token_of(self, stale: Token | None) -> Token:
+        """Keep ``stale``'s refresh token when this answer carried none (RFC 6749 §6)."""
+        if self.refresh_token or stale is None or not stale.refresh_token:
+            return self
+        return replace(self, refresh_token=stale.refresh_token)
+
+    def is_same(self, other: Token | None) -> bool:
+        """True if ``other`` holds the same credentials."""
+        return (
+            other is not None
+            and other.access_token == self.access_token
+            and other.refresh_token == self.refresh_token
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field (secrets included: for stores only)."""
+        return {
+            "access_token": self.access_token,
+            "token_type": self.token_type,
+            "refresh_token": self.refresh_token,
+            "expires_at": self.expires_at,
+            "scope": self.scope,
+            "id_token": self.id_token,
+            "obtained_at": self.obtained_at,
+            "invalidated_at": self.invalidated_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Token:
+        """Rebuild a token written by :meth:`to_dict`.
+
+        :raises ValueError: A field is missing or has the wrong type.
+        """
+        if not isinstance(data, dict):
+            raise ValueError("the stored token is not a JSON object")
+        for name in _STR_FIELDS:
+            if data.get(name) is not None and not isinstance(data[name], str):
+                raise ValueError(f"the stored {name} is not a string")
+        times: dict[str, float | None] = {}
+        for name in _TIME_FIELDS:
+            value = data.get(name)
+            times[name] = None if value is None else _number(value)
+            if value is not None and (times[name] is None or isinstance(value, str)):
+                raise ValueError(f"the stored {name} is not a number")
+        return cls(
+            access_token=data.get("access_token"),  # type: ignore[arg-type]  # checked in __post_init__
+            token_type=data.get("token_type") or "Bearer",
+            refresh_token=data.get("refresh_token"),
+            expires_at=times["expires_at"],
+            scope=data.get("scope"),
+            id_token=data.get("id_token"),
+            obtained_at=times["obtained_at"] or 0.0,
+            invalidated_at=times["invalidated_at"],
+        )
+
+    def __str__(self) -> str:
+        return repr(self)
