@@ -36,6 +36,7 @@ LOCK_CHECK_INTERVAL: Final = 0.005
 _MAX_NAME: Final = 150
 _SUFFIX: Final = ".json"
 _HASHED_PREFIX: Final = "="  # quote() always escapes "=", so no quoted key starts with it
+_TEMP_PREFIX: Final = "%tmp-"  # quote() only writes "%" before two hex digits
 
 
 @runtime_checkable
@@ -259,7 +260,7 @@ class FileTokenStore:
                     data = self._read(self.directory / name)
                     if data is not None and isinstance(data.get("key"), str):
                         keys.append(data["key"])
-            elif not stem.startswith("."):
+            elif not stem.startswith(_TEMP_PREFIX):
                 keys.append(unquote(stem))
         return keys
 
@@ -276,7 +277,7 @@ class FileTokenStore:
             allow_nan=False,
         ).encode()
         try:
-            fd, temp = tempfile.mkstemp(prefix=".tmp-", suffix=_SUFFIX, dir=self.directory)
+            fd, temp = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=_SUFFIX, dir=self.directory)
         except OSError as exc:
             raise TokenStoreError(
                 f"cannot write to the token directory {self.directory}: {exc.strerror}",
