@@ -228,7 +228,9 @@ class TokenSource:
         try:
             new = self.grant(stored)
         except TokenInvalidated as exc:
-            self._stamp(stored, exc)
+            # A parent source's dead credential (key set, not ours) is not ours to stamp.
+            if exc.key is None or exc.key == self.key:
+                self._stamp(stored, exc)
             raise
         except TokenRotateError:
             raise
