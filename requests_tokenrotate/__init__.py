@@ -8,8 +8,15 @@ from __future__ import annotations
 
 import logging
 
+from ._adapter import TokenRotateAdapter, mount
+from ._auth import TokenRotateAuth
 from ._endpoint import OAuthClient
-from ._grants import ClientCredentialsGrant, RefreshTokenGrant
+from ._grants import (
+    ClientCredentialsGrant,
+    JWTBearerGrant,
+    RefreshTokenGrant,
+    TokenExchangeGrant,
+)
 from ._source import RefreshPolicy, TokenSource
 from ._stores import FileTokenStore, MemoryTokenStore, TokenStore
 from ._token import Token
@@ -31,6 +38,7 @@ __all__ = [
     "DiscoveryError",
     "FileTokenStore",
     "InvalidConfiguration",
+    "JWTBearerGrant",
     "LockTimeout",
     "MemoryTokenStore",
     "NotLoggedIn",
@@ -39,12 +47,16 @@ __all__ = [
     "RefreshPolicy",
     "RefreshTokenGrant",
     "Token",
+    "TokenExchangeGrant",
     "TokenInvalidated",
+    "TokenRotateAdapter",
+    "TokenRotateAuth",
     "TokenRotateError",
     "TokenSource",
     "TokenStore",
     "TokenStoreError",
     "__version__",
+    "mount",
 ]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

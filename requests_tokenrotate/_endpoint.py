@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import quote_plus
 
 import requests
 
@@ -15,6 +17,8 @@ from ._token import Token
 from .exceptions import InvalidConfiguration, RefreshError, TokenInvalidated
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
     from ._discovery import Discovery
 
 logger = logging.getLogger(__name__)
@@ -63,12 +67,19 @@ class OAuthClient:
         ``client_secret_post`` or ``none`` (default without one).
     :param timeout: Seconds, or a ``(connect, read)`` pair, for every call.
         Default ``(5, 30)``.
-    :param session: The :class:`requests.Session` for token calls; by default
-        the client's own, never a user's mounted one.
-    :param discovery_ttl: Seconds a discovery document is cached on disk
-        (default one day; 0 disables the disk cache).
-    :param cache_dir: Where discovery documents are cached (default: the
-        platformdirs user cache directory).
+    :param session: The :class:`requests.Session` for token calls and
+        discovery; by default the client's own (closed by :meth:`close`),
+        never a user's mounted one.
+    :param discovery_ttl: Seconds a discovery document is reused from the
+        disk cache (default one day; a shorter ``Cache-Control: max-age``
+        wins). 0 keeps it off the disk: it is fetched once per process.
+    :param cache_dir: Where discovery documents are cached. Default
+        ``$REQUESTS_TOKENROTATE_HOME/cache/discovery`` when that variable is
+        set, else ``discovery`` in the platformdirs user cache directory.
+    :param clock: Epoch-seconds clock (tests inject one).
+    :raises InvalidConfiguration: Neither ``token_url`` nor ``issuer``, no
+        ``client_id``, an unknown ``auth_method`` or one without its secret,
+        or an ``issuer`` that is not https (plain http: loopback only).
     """
 
     def __init__(
@@ -82,7 +93,7 @@ class OAuthClient:
         timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
         session: requests.Session | None = None,
         discovery_ttl: float | None = None,
-        cache_dir: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not token_url and not issuer:
@@ -96,8 +107,8 @@ class OAuthClient:
             )
         if method != "none" and not client_secret:
             raise InvalidConfiguration(f"auth_method {method} needs a client_secret")
-        self.token_url = token_url
-        self.issuer = issuer
+        self.token_url = token_url or None
+        self.issuer = issuer or None
         self.client_id = client_id
         self._client_secret = client_secret
         self.auth_method = method
@@ -106,17 +117,39 @@ class OAuthClient:
         self._session = session
         self._session_lock = threading.Lock()
         self._discovery: Discovery | None = None
-        if issuer is not None and token_url is None:
+        if self.token_url is None:
             from ._discovery import Discovery
 
+            assert issuer  # noqa: S101  # checked above
+            # Nothing is fetched here: discovery waits for the first token call.
             self._discovery = Discovery(
                 issuer, ttl=discovery_ttl, cache_dir=cache_dir, timeout=timeout, clock=clock
             )
+        self._own_session = session is None
 
     def __repr__(self) -> str:
         where = self.token_url or self.issuer
         method = self.auth_method
         return f"OAuthClient({where!r}, client_id={self.client_id!r}, auth_method={method!r})"
+
+    def close(self) -> None:
+        """Close the client's own session (a session passed in stays open)."""
+        if self._own_session:
+            with self._session_lock:
+                session, self._session = self._session, None
+            if session is not None:
+                session.close()
+
+    def __enter__(self) -> OAuthClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
     @property
     def session(self) -> requests.Session:
@@ -150,7 +183,8 @@ class OAuthClient:
         auth: tuple[str, str] | None = None
         if self.auth_method == "client_secret_basic":
             assert self._client_secret is not None  # noqa: S101  # checked in __init__
-            auth = (self.client_id, self._client_secret)
+            # RFC 6749 §2.3.1: both are form-urlencoded before the Basic encoding.
+            auth = (quote_plus(self.client_id, safe=""), quote_plus(self._client_secret, safe=""))
         else:
             data["client_id"] = self.client_id
             if self.auth_method == "client_secret_post":
@@ -170,11 +204,20 @@ class OAuthClient:
         except requests.Timeout:
             raise RefreshError(f"token endpoint {url} timed out; try again") from None
         except requests.RequestException as exc:
+            self._forget_discovery()
             raise RefreshError(
                 f"token endpoint {url} could not be reached ({type(exc).__name__}); try again"
             ) from None
         with response:
+            if response.status_code == 404:
+                self._forget_discovery()
             return self._parse(url, response)
+
+    def _forget_discovery(self) -> None:
+        # A cached document may name an endpoint that has moved: discover it
+        # again on the next call instead of failing until the cache expires.
+        if self._discovery is not None:
+            self._discovery.forget()
 
     def _parse(self, url: str, response: requests.Response) -> Token:
         status = response.status_code

@@ -7,12 +7,13 @@ raising :class:`RefreshError`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Protocol, Union
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import KW_ONLY, dataclass
+from typing import TYPE_CHECKING, ClassVar, Final, Protocol, Union
 
 from ._token import Token
-from .exceptions import NotLoggedIn
+from .exceptions import InvalidConfiguration, NotLoggedIn, RefreshError, TokenInvalidated
 
 if TYPE_CHECKING:
     from ._endpoint import OAuthClient
@@ -22,6 +23,8 @@ GRANT_JWT_BEARER: Final = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 GRANT_TOKEN_EXCHANGE: Final = "urn:ietf:params:oauth:grant-type:token-exchange"
 TOKEN_TYPE_ACCESS: Final = "urn:ietf:params:oauth:token-type:access_token"
 TOKEN_TYPE_JWT: Final = "urn:ietf:params:oauth:token-type:jwt"
+
+logger = logging.getLogger(__name__)
 
 #: A parent credential: a :class:`TokenSource` or a callable returning a string.
 Assertion = Union["TokenSource", Callable[[], str]]
@@ -82,3 +85,181 @@ class ClientCredentialsGrant:
         params = {"grant_type": "client_credentials"}
         extra = _extra(scope=self.scope, audience=self.audience, resource=self.resource)
         return self.client.request_token({**params, **extra})
+
+
+def _current(parent: Assertion, what: str) -> tuple[Token | None, str]:
+    """The parent's credential now: ``(the parent token used, if a source; the string)``."""
+    from ._source import TokenSource
+
+    if isinstance(parent, TokenSource):
+        token = parent.token()  # the parent's own gate and rotation apply
+        return token, token.access_token
+    return None, _called(parent, what)
+
+
+def _renewed(parent: Assertion, used: Token | None, what: str) -> str:
+    """A fresh credential after the server rejected the one minted from ``used``."""
+    from ._source import TokenSource
+
+    if isinstance(parent, TokenSource):
+        # The parent's dead credential raises TokenInvalidated with the parent's key.
+        return parent.refresh(used).access_token
+    return _called(parent, what)
+
+
+def _called(parent: Callable[[], str], what: str) -> str:
+    value = parent()
+    if not isinstance(value, str) or not value:
+        raise InvalidConfiguration(f"the {what} callable returned no string")
+    return value
+
+
+def _check_parent(parent: object, what: str) -> None:
+    from ._source import TokenSource
+
+    if not isinstance(parent, TokenSource) and not callable(parent):
+        raise InvalidConfiguration(f"{what} must be a TokenSource or a callable returning a str")
+
+
+def _request_with_parents(
+    client: OAuthClient,
+    params: Mapping[str, str],
+    parents: Mapping[str, tuple[Assertion, str]],
+) -> Token:
+    """POST ``params`` plus one credential per form field, minted from ``parents``.
+
+    ``parents`` maps a form field (``assertion``, ``subject_token``, ...) to its
+    parent and a name for messages. An ``invalid_grant`` answer means a
+    credential was rejected (often clock skew or an access token the server
+    already considers expired), not that anything is dead: every parent is
+    renewed once and the request is repeated. A second rejection is a
+    :class:`RefreshError` and nothing is stamped (issue 4). A parent whose own
+    refresh is rejected raises :class:`TokenInvalidated` naming its key.
+    """
+    used = {field: _current(parent, what) for field, (parent, what) in parents.items()}
+    try:
+        return client.request_token({**params, **{f: v for f, (_, v) in used.items()}})
+    except TokenInvalidated as exc:
+        if exc.key is not None:  # not the endpoint's answer: a parent's own verdict
+            raise
+    names = ", ".join(what for _, what in parents.values())
+    logger.debug("%s rejected (invalid_grant); renewing it once", names)
+    fresh = {
+        field: _renewed(parent, used[field][0], what) for field, (parent, what) in parents.items()
+    }
+    try:
+        return client.request_token({**params, **fresh})
+    except TokenInvalidated as exc:
+        if exc.key is not None:
+            raise
+        raise RefreshError(
+            f"token endpoint {client.token_endpoint()} rejected the {names} again after it was "
+            "renewed (invalid_grant); check the clock and that the client may use this grant, "
+            "then try again",
+            error="invalid_grant",
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class JWTBearerGrant:
+    """Trade a JWT assertion for a token (RFC 7523 §2.1).
+
+    The assertion comes from ``assertion``: a parent :class:`TokenSource`,
+    whose current access token is sent (its own gate and rotation apply), or a
+    zero-argument callable returning the JWT. If the server answers
+    ``invalid_grant`` the assertion is renewed once (the parent is refreshed,
+    or the callable called again) and the request repeated.
+
+    :param client: The token-endpoint client.
+    :param assertion: A parent :class:`TokenSource`, or a callable returning
+        the assertion string.
+    :param scope: The scope to ask for (default: the server's choice).
+    :param audience: An ``audience`` parameter, for servers that want one.
+    :param resource: A resource indicator (RFC 8707).
+    :raises RefreshError: The assertion was rejected again after its renewal
+        (nothing is stamped: the next call tries again).
+    :raises TokenInvalidated: The parent's own credential is dead; the error
+        names the parent's key.
+    """
+
+    client: OAuthClient
+    assertion: Assertion
+    scope: str | None = None
+    audience: str | None = None
+    resource: str | None = None
+    #: A derived token needs nothing stored: the parent supplies the credential.
+    requires_token: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        _check_parent(self.assertion, "assertion")
+
+    def __call__(self, stale: Token | None) -> Token:
+        params = {"grant_type": GRANT_JWT_BEARER}
+        extra = _extra(scope=self.scope, audience=self.audience, resource=self.resource)
+        return _request_with_parents(
+            self.client, {**params, **extra}, {"assertion": (self.assertion, "assertion")}
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TokenExchangeGrant:
+    """Exchange a subject token for another token (RFC 8693 §2.1).
+
+    The subject token comes from ``subject``: a parent :class:`TokenSource`,
+    whose current access token is sent (its own gate and rotation apply), or a
+    zero-argument callable returning it (then set ``subject_token_type`` to
+    match). ``actor``, if given, works the same way and is sent as the
+    ``actor_token`` (delegation, RFC 8693 §1.1). If the server answers
+    ``invalid_grant`` every credential is renewed once (parents refreshed,
+    callables called again) and the request repeated.
+
+    :param client: The token-endpoint client.
+    :param subject: A parent :class:`TokenSource`, or a callable returning the
+        subject token.
+    :param subject_token_type: Default
+        ``urn:ietf:params:oauth:token-type:access_token``.
+    :param requested_token_type: The type of token wanted (default: the
+        server's choice, usually an access token).
+    :param audience: The logical name of the target service.
+    :param resource: The URI of the target service (RFC 8707).
+    :param scope: The scope to ask for.
+    :param actor: The acting party's token source or callable, if any.
+    :param actor_token_type: Default
+        ``urn:ietf:params:oauth:token-type:access_token``.
+    :raises RefreshError: The exchange was rejected again after the renewal
+        (nothing is stamped: the next call tries again).
+    :raises TokenInvalidated: A parent's own credential is dead; the error
+        names the parent's key.
+    """
+
+    client: OAuthClient
+    subject: Assertion
+    _: KW_ONLY
+    subject_token_type: str = TOKEN_TYPE_ACCESS
+    requested_token_type: str | None = None
+    audience: str | None = None
+    resource: str | None = None
+    scope: str | None = None
+    actor: Assertion | None = None
+    actor_token_type: str = TOKEN_TYPE_ACCESS
+    #: A derived token needs nothing stored: the parent supplies the credential.
+    requires_token: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        _check_parent(self.subject, "subject")
+        if self.actor is not None:
+            _check_parent(self.actor, "actor")
+
+    def __call__(self, stale: Token | None) -> Token:
+        params = {"grant_type": GRANT_TOKEN_EXCHANGE, "subject_token_type": self.subject_token_type}
+        parents: dict[str, tuple[Assertion, str]] = {"subject_token": (self.subject, "subject")}
+        if self.actor is not None:
+            params["actor_token_type"] = self.actor_token_type
+            parents["actor_token"] = (self.actor, "actor")
+        extra = _extra(
+            requested_token_type=self.requested_token_type,
+            audience=self.audience,
+            resource=self.resource,
+            scope=self.scope,
+        )
+        return _request_with_parents(self.client, {**params, **extra}, parents)

@@ -174,9 +174,7 @@ class TokenSource:
         try:
             return self._refresh(stale)
         except TokenRotateError as exc:
-            if exc.key is None:
-                exc.key = self.key
-            raise exc.with_hint(self.hint) from exc.__cause__
+            raise exc.for_key(self.key, self.hint) from exc.__cause__
 
     def _adoptable(self, candidate: Token | None, stale: Token | None, *, from_store: bool) -> bool:
         return self.is_usable(candidate, from_store=from_store) and not (
@@ -243,7 +241,12 @@ class TokenSource:
             raise InvalidConfiguration(
                 f"the grant for {self.key!r} returned no Token", key=self.key
             )
-        new = replace(new.with_refresh_token_of(stored), invalidated_at=None)
+        new = replace(
+            new.with_refresh_token_of(stored),
+            invalidated_at=None,
+            # A callable grant may leave obtained_at unset; lifetimes need it.
+            obtained_at=new.obtained_at or self.clock(),
+        )
         if not self.is_usable(new):
             new = self._accept_short_lived(new)
         try:

@@ -68,14 +68,21 @@ class TokenRotateError(RequestException):
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (type(self), self._state()))
 
-    def with_hint(self, hint: str | None) -> TokenRotateError:
-        """Return a copy of this error whose message also carries ``hint``."""
-        if not hint or self.hint:
-            return self
+    def for_key(self, key: str, hint: str | None = None) -> TokenRotateError:
+        """Return this error naming ``key`` (in ``.key`` and the message) and ``hint``."""
         state = self._state()
-        state["hint"] = hint
+        if self.key is None:
+            state["key"] = key
+            if repr(key) not in self.message:
+                state["message"] = f"{key!r}: {self.message}"
+        if hint and not self.hint:
+            state["hint"] = hint
+        if state == self._state():
+            return self
         clone = _rebuild(type(self), state)
         clone.__cause__ = self.__cause__
+        clone.response = self.response
+        clone.request = self.request
         return clone
 
 

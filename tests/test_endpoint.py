@@ -206,3 +206,14 @@ def test_errors_pickle_with_their_fields():
     dead = pickle.loads(pickle.dumps(TokenInvalidated("dead", key="k", invalidated_at=5.0)))
     assert dead.invalidated_at == 5.0
     assert isinstance(dead, requests.RequestException)
+
+
+@responses.activate
+def test_basic_credentials_are_form_urlencoded_first():
+    """RFC 6749 §2.3.1: id and secret are form-urlencoded before the Basic encoding."""
+    responses.post(URL, json={"access_token": "a"})
+    OAuthClient(token_url=URL, client_id="app:1", client_secret="a+b %c/é").request_token(
+        {"grant_type": "client_credentials"}
+    )
+    header = responses.calls[0].request.headers["Authorization"]
+    assert base64.b64decode(header.removeprefix("Basic ")).decode() == "app%3A1:a%2Bb+%25c%2F%C3%A9"

@@ -11,13 +11,12 @@ import sys
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 import requests_tokenrotate as rt
 from requests_tokenrotate.testing import LocalIdP
-
-from pathlib import Path
 
 HELPERS = Path(__file__).parent / "helpers"
 
@@ -147,7 +146,9 @@ def test_invalid_grant_stamps_and_later_calls_skip_the_network(idp, tmp_path):
     assert make_source(idp, store).token().access_token
 
 
-@pytest.mark.parametrize("mode", ["500", "503", "429", "html", "hang", "reset", "invalid_json", "no_access_token"])
+@pytest.mark.parametrize(
+    "mode", ["500", "503", "429", "html", "hang", "reset", "invalid_json", "no_access_token"]
+)
 def test_transient_failures_raise_refresh_error_and_stamp_nothing(idp, tmp_path, mode):
     """500 / HTML / timeout / reset and friends: RefreshError, no stamp; the next call succeeds."""
     idp.hang_seconds = 3
@@ -196,7 +197,9 @@ def test_lock_holder_killed_by_sigkill_releases_the_lock(tmp_path, python):
 def test_no_secret_in_logs_reprs_or_errors(idp, tmp_path, caplog):
     """DEBUG logs, reprs and error messages never contain a token or the client secret."""
     store = rt.FileTokenStore(tmp_path)
-    client = rt.OAuthClient(token_url=idp.token_url, client_id="confidential", client_secret="s3cret-client")
+    client = rt.OAuthClient(
+        token_url=idp.token_url, client_id="confidential", client_secret="s3cret-client"
+    )
     source = rt.TokenSource(rt.RefreshTokenGrant(client), store, "default")
     secrets = {"s3cret-client"}
     texts = []

@@ -1,0 +1,68 @@
+"""Token exchange (RFC 8693): trade the user's login for a token for one audience.
+
+    python examples/token_exchange.py --issuer https://idp.example.com --dir ./tokens \\
+        --audience stack-api --resource https://api.example.com/x
+
+The user's login (``--parent-key``) must already be in the store, for example
+from your tool's ``login`` command. Its access token is the subject token; the
+parent keeps rotating on its own (its refresh gate applies). The exchanged
+token is cached under ``--key`` (default ``PARENT/AUDIENCE``: one key per
+audience) and reused for at most ``--max-age`` seconds: a second run while it
+is good makes no request to the identity provider. If the user's login is
+dead, the error names the parent's key: that is the one to log in again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+import requests
+
+import requests_tokenrotate as rt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--issuer", help="issuer URL (the token endpoint is discovered)")
+    where.add_argument("--token-url", help="token endpoint URL")
+    parser.add_argument("--dir", required=True, help="token store directory")
+    parser.add_argument("--client-id", default="cli")
+    parser.add_argument("--parent-key", default="default", help="store key of the user's login")
+    parser.add_argument("--key", help="store key of the new token (default PARENT/AUDIENCE)")
+    parser.add_argument("--audience", default="stack-api")
+    parser.add_argument("--scope", default=None)
+    parser.add_argument("--max-age", type=float, default=None, help="seconds a token is reused")
+    parser.add_argument("--resource", default=None, help="a URL to GET with the token")
+    args = parser.parse_args(argv)
+    key = args.key or f"{args.parent_key}/{args.audience}"  # one key per audience
+
+    store = rt.FileTokenStore(args.dir)
+    with rt.OAuthClient(args.token_url, args.issuer, client_id=args.client_id) as client:
+        login = rt.TokenSource(rt.RefreshTokenGrant(client), store, args.parent_key)
+        grant = rt.TokenExchangeGrant(client, login, audience=args.audience, scope=args.scope)
+        source = rt.TokenSource(grant, store, key, max_age=args.max_age)
+        try:
+            token = source.token()  # from the store if still good, else one exchange
+        except rt.TokenRotateError as exc:
+            # The key says which login is at fault: the parent's, or the derived one's.
+            print(f"error ({type(exc).__name__}, key {exc.key!r}): {exc}", file=sys.stderr)
+            return 1
+    now = time.time()
+    expires = "never" if token.expires_at is None else f"in {token.expires_at - now:.0f} s"
+    print(
+        f"token for {key!r} (audience {args.audience}) from {args.parent_key!r}: expires {expires}"
+    )
+    if args.resource:
+        headers = {"Authorization": f"{token.token_type} {token.access_token}"}
+        with requests.get(args.resource, headers=headers, timeout=10) as response:
+            print(f"GET {args.resource} -> {response.status_code}")
+            return 0 if response.ok else 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

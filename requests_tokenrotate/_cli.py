@@ -1,0 +1,254 @@
+"""``python -m requests_tokenrotate`` (console script ``tokenrotate``).
+
+Commands: ``status``, ``login KEY``, ``logout KEY``, ``refresh KEY`` and
+``demo``. Errors are one line on stderr and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from ._endpoint import OAuthClient
+from ._grants import RefreshTokenGrant
+from ._source import TokenSource
+from ._stores import FileTokenStore
+from ._token import Token
+from .exceptions import InvalidConfiguration, NotLoggedIn, TokenRotateError
+
+#: Where ``refresh`` reads client settings when ``--config`` is not given.
+CONFIG_ENV: Final = "REQUESTS_TOKENROTATE_CONFIG"
+EXIT_ERROR: Final = 1
+
+
+def _no_grant(stale: Token | None) -> Token:
+    raise NotLoggedIn("this command cannot refresh; use `refresh` with client settings")
+
+
+def _countdown(seconds: float) -> str:
+    sign, seconds = ("", seconds) if seconds >= 0 else ("-", -seconds)
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{sign}{days}d {hours}h"
+    if hours:
+        return f"{sign}{hours}h {minutes}m"
+    return f"{sign}{minutes}m {secs}s" if minutes else f"{sign}{secs}s"
+
+
+def _describe(store: FileTokenStore, key: str, now: float) -> dict[str, Any]:
+    row: dict[str, Any] = {"key": key, "path": str(store.path(key))}
+    try:
+        token = store.load(key)
+    except TokenRotateError as exc:
+        row.update(state="unreadable", error=str(exc))
+        return row
+    if token is None:
+        row.update(state="missing")
+        return row
+    expires_in = None if token.expires_at is None else token.expires_at - now
+    if token.invalidated_at is not None:
+        state = "invalidated"
+    elif expires_in is not None and expires_in <= 0:
+        state = "expired"
+    else:
+        state = "ok"
+    row.update(
+        state=state,
+        expires_at=token.expires_at,
+        expires_in=expires_in,
+        has_refresh_token=token.refresh_token is not None,
+        invalidated_at=token.invalidated_at,
+        scope=token.scope,
+        token_type=token.token_type,
+    )
+    return row
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    store = FileTokenStore(args.dir)
+    now = time.time()
+    rows = [_describe(store, key, now) for key in store.keys()]  # noqa: SIM118  # a store, not a dict
+    if args.json:
+        print(json.dumps({"directory": str(store.directory), "keys": rows}, indent=2))
+        return 0
+    print(f"store: {store.directory}")
+    if not rows:
+        print("no tokens stored")
+        return 0
+    print(f"{'KEY':<30} {'EXPIRES IN':<12} {'REFRESH':<8} STATE")
+    for row in rows:
+        expires = "unknown" if row.get("expires_in") is None else _countdown(row["expires_in"])
+        refresh = "yes" if row.get("has_refresh_token") else "no"
+        state = row["state"] if "error" not in row else f"unreadable: {row['error']}"
+        print(f"{row['key']:<30} {expires:<12} {refresh:<8} {state}")
+    return 0
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    raw = Path(args.file).read_bytes() if args.file else sys.stdin.buffer.read()
+    try:
+        data = json.loads(raw, parse_constant=_reject)
+    except (ValueError, RecursionError):
+        raise InvalidConfiguration(
+            "the input is not JSON; pass a token-endpoint response such as "
+            '{"access_token": "...", "refresh_token": "...", "expires_in": 3600}'
+        ) from None
+    try:
+        token = Token.from_response(data)
+    except ValueError as exc:
+        raise InvalidConfiguration(f"cannot log in: {exc}") from None
+    source = TokenSource(_no_grant, FileTokenStore(args.dir), args.key)
+    source.login(token)
+    expiry = "unknown" if token.expires_at is None else _countdown(token.expires_at - time.time())
+    print(
+        f"logged in {args.key!r}: expires in {expiry}, refresh token: "
+        f"{'yes' if token.refresh_token else 'no'}"
+    )
+    return 0
+
+
+def _reject(name: str) -> Any:
+    raise ValueError(name)
+
+
+def cmd_logout(args: argparse.Namespace) -> int:
+    TokenSource(_no_grant, FileTokenStore(args.dir), args.key).logout()
+    print(f"logged out {args.key!r}")
+    return 0
+
+
+def _client_settings(args: argparse.Namespace) -> dict[str, str]:
+    settings: dict[str, str] = {}
+    config = args.config or os.environ.get(CONFIG_ENV)
+    if config:
+        parser = configparser.ConfigParser(interpolation=None)
+        if not parser.read(config):
+            raise InvalidConfiguration(f"cannot read the config file {config}")
+        section = args.key if parser.has_section(args.key) else "DEFAULT"
+        settings.update(parser[section])
+    for name in ("token_url", "issuer", "client_id", "client_secret_env", "auth_method", "scope"):
+        value = getattr(args, name)
+        if value:
+            settings[name] = value
+    return settings
+
+
+def cmd_refresh(args: argparse.Namespace) -> int:
+    settings = _client_settings(args)
+    if "client_id" not in settings:
+        raise InvalidConfiguration(
+            "refresh needs client settings: --client-id and --token-url or --issuer, "
+            "or a --config file with a [KEY] section"
+        )
+    secret = None
+    if settings.get("client_secret_env"):
+        secret = os.environ.get(settings["client_secret_env"])
+        if not secret:
+            raise InvalidConfiguration(
+                f"environment variable {settings['client_secret_env']} (the client secret) is unset"
+            )
+    client = OAuthClient(
+        token_url=settings.get("token_url"),
+        issuer=settings.get("issuer"),
+        client_id=settings["client_id"],
+        client_secret=secret,
+        auth_method=settings.get("auth_method"),
+    )
+    store = FileTokenStore(args.dir)
+    source = TokenSource(RefreshTokenGrant(client, scope=settings.get("scope")), store, args.key)
+    token = source.refresh(store.load(args.key))
+    expiry = "unknown" if token.expires_at is None else _countdown(token.expires_at - time.time())
+    print(f"refreshed {args.key!r}: expires in {expiry}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ._demo import run_demo
+
+    return run_demo(
+        processes=args.processes,
+        threads=args.threads,
+        duration=args.duration,
+        lifetime=args.lifetime,
+        rotate_every=args.rotate_every,
+        quiet=args.quiet,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tokenrotate", description="Inspect and manage requests-tokenrotate token stores."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="DEBUG logging (secret-free)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def with_dir(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sub.add_argument("--dir", help="token directory (default: the platformdirs location)")
+        return sub
+
+    status = with_dir(commands.add_parser("status", help="list the stored keys"))
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=cmd_status)
+
+    login = with_dir(commands.add_parser("login", help="seed KEY from a token-endpoint response"))
+    login.add_argument("key")
+    login.add_argument("--file", help="JSON file (default: read stdin)")
+    login.set_defaults(func=cmd_login)
+
+    logout = with_dir(commands.add_parser("logout", help="remove KEY"))
+    logout.add_argument("key")
+    logout.set_defaults(func=cmd_logout)
+
+    refresh = with_dir(commands.add_parser("refresh", help="force a gated refresh of KEY"))
+    refresh.add_argument("key")
+    refresh.add_argument("--config", help=f"INI file with a [KEY] section (env {CONFIG_ENV})")
+    refresh.add_argument("--token-url", dest="token_url")
+    refresh.add_argument("--issuer")
+    refresh.add_argument("--client-id", dest="client_id")
+    refresh.add_argument(
+        "--client-secret-env", dest="client_secret_env", help="environment variable with the secret"
+    )
+    refresh.add_argument("--auth-method", dest="auth_method")
+    refresh.add_argument("--scope")
+    refresh.set_defaults(func=cmd_refresh)
+
+    demo = commands.add_parser("demo", help="run workers against a loopback IdP")
+    demo.add_argument("-p", "--processes", type=int, default=4)
+    demo.add_argument("-t", "--threads", type=int, default=4)
+    demo.add_argument("-d", "--duration", type=float, default=10.0, help="seconds")
+    demo.add_argument("--lifetime", type=float, default=2.0, help="access-token lifetime, s")
+    demo.add_argument(
+        "--rotate-every", type=float, default=3.0, help="seconds between IdP key rotations; 0: off"
+    )
+    demo.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except TokenRotateError as exc:
+        print(f"tokenrotate: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:  # a --file or --config that cannot be read
+        print(f"tokenrotate: error: {exc.strerror or exc}: {exc.filename or ''}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,224 @@
+"""TokenRotateAdapter and mount(): what is specific to the adapter.
+
+The behaviour it shares with TokenRotateAuth is tested for both in test_transport.py.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import time
+
+import pytest
+import requests
+import responses
+from requests.adapters import HTTPAdapter
+
+import requests_tokenrotate as rt
+
+API = "https://api.example.com"
+
+
+@pytest.fixture
+def source():
+    """A logged-in source whose grant mints tok-2, tok-3, ... without any network."""
+    minted = iter(range(2, 1000))
+
+    def grant(stale):
+        return rt.Token(f"tok-{next(minted)}", expires_at=time.time() + 3600)
+
+    source = rt.TokenSource(grant, rt.MemoryTokenStore(), key="fake")
+    source.login(rt.Token("tok-1", expires_at=time.time() + 3600, obtained_at=time.time()))
+    return source
+
+
+@pytest.fixture
+def mocked():
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.add_callback(responses.GET, re.compile(r".*"), callback=lambda r: (200, {}, "{}"))
+        yield mock
+
+
+@pytest.fixture
+def session():
+    with requests.Session() as session:
+        yield session
+
+
+def sent_authorization(mocked, index=0):
+    return mocked.calls[index].request.headers.get("Authorization")
+
+
+def test_mount_mounts_an_adapter_for_the_prefix_origin(session, source, mocked):
+    """mount() returns the adapter mounted at the prefix, allowed for the prefix's origin only."""
+    adapter = rt.mount(session, f"{API}/v1/", source)
+    assert isinstance(adapter, rt.TokenRotateAdapter)
+    assert isinstance(adapter, HTTPAdapter)
+    assert session.get_adapter(f"{API}/v1/things") is adapter
+    assert adapter.source is source
+    session.get(f"{API}/v1/things")
+    assert sent_authorization(mocked) == "Bearer tok-1"
+
+
+def test_mount_with_explicit_origins_uses_them(session, source, mocked):
+    """origins= passed to mount() wins over the prefix's origin."""
+    rt.mount(session, "https://", source, origins=[API])
+    session.get("https://other.example.com/")
+    session.get(f"{API}/")
+    assert sent_authorization(mocked, 0) is None
+    assert sent_authorization(mocked, 1) == "Bearer tok-1"
+
+
+def test_mount_rejects_a_prefix_without_a_host(session, source):
+    """A prefix that is not an absolute http(s) URL is a configuration error."""
+    with pytest.raises(rt.InvalidConfiguration):
+        rt.mount(session, "api.example.com/", source)
+
+
+def test_origins_none_pins_the_first_request_origin(session, source, mocked):
+    """Without origins the adapter sticks to the origin of its first request."""
+    session.mount("https://", rt.TokenRotateAdapter(source))
+    session.get(f"{API}/first")
+    session.get("https://api.example.com.evil.net/second")
+    session.get(f"{API}:443/third")
+    assert [sent_authorization(mocked, i) for i in range(3)] == [
+        "Bearer tok-1",
+        None,
+        "Bearer tok-1",
+    ]
+
+
+def test_foreign_request_carrying_our_header_is_stripped(source, mocked):
+    """A hop to another origin that copied our header goes out without it."""
+    adapter = rt.TokenRotateAdapter(source, origins=[API])
+    with requests.Session() as session:
+        session.mount("https://", adapter)
+        session.get(f"{API}/")
+        prepared = requests.Request(
+            "GET", "https://evil.net/", headers={"Authorization": "Bearer tok-1"}
+        ).prepare()
+        session.send(prepared)
+        mine = requests.Request(
+            "GET", "https://evil.net/", headers={"Authorization": "Basic dXNlcjpwYXNz"}
+        ).prepare()
+        session.send(mine)
+    assert sent_authorization(mocked, 1) is None
+    assert sent_authorization(mocked, 2) == "Basic dXNlcjpwYXNz"  # not ours: left alone
+
+
+def test_http_adapter_arguments_are_accepted(source):
+    """Pool sizes, pool_block and max_retries go to HTTPAdapter."""
+    adapter = rt.TokenRotateAdapter(
+        source, origins=API, pool_connections=3, pool_maxsize=7, pool_block=True, max_retries=2
+    )
+    assert adapter.max_retries.total == 2
+    assert adapter._pool_connections == 3
+    assert adapter._pool_maxsize == 7
+    assert adapter._pool_block is True
+    adapter.close()
+
+
+class PicklableSource:
+    """Stands in for a TokenSource whose store and grant can be pickled."""
+
+    key = "pickled"
+    hint = None
+
+    def __init__(self) -> None:
+        self.current = rt.Token("tok-p", expires_at=time.time() + 3600)
+
+    def token(self):
+        return self.current
+
+    def refresh(self, stale=None):
+        return self.current
+
+    def is_usable(self, token):
+        return True
+
+    def clock(self):
+        return time.time()
+
+
+def test_adapter_pickles_with_its_configuration(mocked):
+    """Like HTTPAdapter, the adapter pickles through __getstate__/__setstate__."""
+    adapter = rt.TokenRotateAdapter(
+        PicklableSource(),
+        origins=[API],
+        header="X-Auth",
+        scheme="Token",
+        refresh_on=[401],
+        cooldown=5,
+        max_retries=4,
+    )
+    clone = pickle.loads(pickle.dumps(adapter))
+    assert clone.max_retries.total == 4
+    transport = clone._transport
+    assert (transport.header, transport.scheme, transport.refresh_on, transport.cooldown) == (
+        "X-Auth",
+        "Token",
+        frozenset({401}),
+        5.0,
+    )
+    with requests.Session() as session:
+        session.mount("https://", clone)
+        session.get(f"{API}/")
+    assert mocked.calls[0].request.headers["X-Auth"] == "Token tok-p"
+    adapter.close()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"origins": "api.example.com"},
+        {"origins": ["ftp://api.example.com"]},
+        {"origins": ["https://"]},
+        {"origins": ["https://api.example.com:99999"]},
+        {"header": "Bad Header"},
+        {"header": ""},
+        {"scheme": "Bear er"},
+        {"refresh_on": [99]},
+        {"refresh_on": ["401"]},
+        {"refresh_on": [True]},
+        {"cooldown": -1},
+        {"refresh_margin": -5},
+    ],
+)
+def test_bad_arguments_are_configuration_errors(source, kwargs):
+    """Nonsense arguments raise InvalidConfiguration (also a ValueError) at construction."""
+    with pytest.raises(rt.InvalidConfiguration):
+        rt.TokenRotateAdapter(source, **kwargs)
+    with pytest.raises(ValueError, match=r"."):
+        rt.TokenRotateAuth(source, **kwargs)
+
+
+def test_not_a_token_source_is_a_configuration_error():
+    """Passing something else than a source fails early."""
+    with pytest.raises(rt.InvalidConfiguration):
+        rt.TokenRotateAdapter("not a source")  # type: ignore[arg-type]
+
+
+def test_repr_shows_no_token(source):
+    """repr names the key and the origins, never the token."""
+    adapter = rt.TokenRotateAdapter(source, origins=[API, "http://localhost:8080"])
+    text = repr(adapter)
+    assert "fake" in text
+    assert "https://api.example.com:443" in text
+    assert "tok-1" not in text
+    adapter.close()
+
+
+def test_origins_accept_internationalised_hosts(session, source, mocked):
+    """A Unicode host in origins matches requests' IDNA-encoded URL."""
+    rt.mount(session, "https://bücher.example/", source)
+    session.get("https://bücher.example/katalog")
+    assert sent_authorization(mocked) == "Bearer tok-1"
+
+
+def test_ipv6_origin(session, source, mocked):
+    """An IPv6 literal origin is parsed and matched with its port."""
+    rt.mount(session, "http://[::1]:8080/", source)
+    session.get("http://[::1]:8080/x")
+    session.get("http://[::1]:8081/x")
+    assert sent_authorization(mocked, 0) == "Bearer tok-1"
+    assert sent_authorization(mocked, 1) is None
