@@ -19,7 +19,7 @@ from ._transport import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable
 
     from requests import Response, Session
     from urllib3.util.retry import Retry
@@ -95,7 +95,7 @@ class TokenRotateAdapter(HTTPAdapter):
         cooldown: float = DEFAULT_COOLDOWN,
         pool_connections: int = DEFAULT_POOLSIZE,
         pool_maxsize: int = DEFAULT_POOLSIZE,
-        max_retries: int | Retry | None = DEFAULT_RETRIES,
+        max_retries: int | Retry = DEFAULT_RETRIES,
         pool_block: bool = DEFAULT_POOLBLOCK,
     ) -> None:
         self._transport = Transport(
@@ -126,10 +126,10 @@ class TokenRotateAdapter(HTTPAdapter):
         self,
         request: PreparedRequest,
         stream: bool = False,
-        timeout: float | tuple[float, float] | tuple[float, None] | None = None,
+        timeout: float | tuple[float | None, float | None] | None = None,
         verify: bool | str = True,
-        cert: bytes | str | tuple[bytes | str, bytes | str] | None = None,
-        proxies: Mapping[str, str] | None = None,
+        cert: str | tuple[str, str] | None = None,
+        proxies: dict[str, str] | None = None,
     ) -> Response:
         """Send ``request`` with the token if its origin is allowed; see the class docs."""
         transport = self._transport

@@ -103,7 +103,7 @@ class TokenRotateAuth(AuthBase):
         body = r.body
         replayable = body is None or isinstance(body, IN_MEMORY) or is_replayable(r)
         sent = transport.attach(r, replayable)
-        r.register_hook("response", _Exchange(transport, sent, url))  # type: ignore[no-untyped-call]
+        r.register_hook("response", _Exchange(transport, sent, url))
         return r
 
 

@@ -372,7 +372,7 @@ class Transport:
         response.request = request.copy()
         jar: CookieJar | None = getattr(request, "_cookies", None)
         if jar is not None:
-            extract_cookies_to_jar(jar, request, response.raw)  # type: ignore[no-untyped-call]
+            extract_cookies_to_jar(jar, request, response.raw)
             request.prepare_cookies(jar)
         request.headers[self.header] = value
         logger.debug(
