@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 import requests
 
 from ._endpoint import parse_json
+from ._gate import PicklesWithoutLocks
 from ._stores import HOME_ENV
 from .exceptions import DiscoveryError, InvalidConfiguration
 
@@ -112,7 +113,7 @@ def _private_directory(directory: Path) -> None:
             os.chmod(directory, 0o700)
 
 
-class Discovery:
+class Discovery(PicklesWithoutLocks):
     """The discovery document of one issuer, fetched on first need.
 
     The document is looked for at ``{issuer}/.well-known/openid-configuration``
@@ -131,6 +132,8 @@ class Discovery:
     :raises InvalidConfiguration: ``issuer`` is not an https (or loopback)
         URL without query or fragment.
     """
+
+    _LOCKS = ("_lock",)
 
     def __init__(
         self,

@@ -13,6 +13,7 @@ from urllib.parse import quote_plus
 
 import requests
 
+from ._gate import PicklesWithoutLocks
 from ._token import Token
 from .exceptions import InvalidConfiguration, RefreshError, TokenInvalidated
 
@@ -55,7 +56,7 @@ def _short(value: Any) -> str | None:
     return value[:_MAX_DESCRIPTION]
 
 
-class OAuthClient:
+class OAuthClient(PicklesWithoutLocks):
     """A client of one authorization server's token endpoint.
 
     :param token_url: The token endpoint. Give this or ``issuer``.
@@ -79,8 +80,11 @@ class OAuthClient:
     :param clock: Epoch-seconds clock (tests inject one).
     :raises InvalidConfiguration: Neither ``token_url`` nor ``issuer``, no
         ``client_id``, an unknown ``auth_method`` or one without its secret,
-        or an ``issuer`` that is not https (plain http: loopback only).
+        or a ``token_url`` or ``issuer`` that is not https (plain http:
+        loopback only).
     """
+
+    _LOCKS = ("_session_lock",)
 
     def __init__(
         self,
@@ -107,6 +111,13 @@ class OAuthClient:
             )
         if method != "none" and not client_secret:
             raise InvalidConfiguration(f"auth_method {method} needs a client_secret")
+        if token_url:
+            from ._discovery import check_endpoint_url
+
+            try:  # RFC 6749 §3.2: the token endpoint requires TLS
+                check_endpoint_url(token_url, "token_url")
+            except ValueError as exc:
+                raise InvalidConfiguration(str(exc)) from None
         self.token_url = token_url or None
         self.issuer = issuer or None
         self.client_id = client_id

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .exceptions import LockTimeout
 
@@ -21,22 +21,32 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class Gate:
+class PicklesWithoutLocks:
+    """Pickles without its thread locks and makes new ones on load (as HTTPAdapter does).
+
+    Subclasses name their lock attributes in ``_LOCKS``.
+    """
+
+    _LOCKS: ClassVar[tuple[str, ...]] = ()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in self._LOCKS}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        for name in self._LOCKS:
+            setattr(self, name, threading.Lock())
+
+
+class Gate(PicklesWithoutLocks):
     """Serialises refreshes of one key, within a process and across processes."""
+
+    _LOCKS = ("_thread_lock",)
 
     def __init__(self, store: TokenStore, key: str, timeout: float) -> None:
         self.store = store
         self.key = key
         self.timeout = timeout
-        self._thread_lock = threading.Lock()
-
-    def __getstate__(self) -> dict[str, object]:
-        state = dict(self.__dict__)
-        del state["_thread_lock"]
-        return state
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        self.__dict__.update(state)
         self._thread_lock = threading.Lock()
 
     @contextlib.contextmanager

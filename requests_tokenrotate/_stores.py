@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 from urllib.parse import quote, unquote
 
+from ._gate import PicklesWithoutLocks
 from ._token import Token
 from .exceptions import InvalidConfiguration, LockTimeout, TokenStoreError
 
@@ -63,13 +64,21 @@ def _check_key(key: str) -> None:
         raise InvalidConfiguration("a token-store key must be a non-empty string")
 
 
-class MemoryTokenStore:
+class MemoryTokenStore(PicklesWithoutLocks):
     """A store that lives and dies with the process (tests, short scripts)."""
+
+    _LOCKS = ("_guard",)
 
     def __init__(self) -> None:
         self._tokens: dict[str, Token] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in super().__getstate__().items() if k != "_locks"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__({**state, "_locks": {}})
 
     def load(self, key: str) -> Token | None:
         return self._tokens.get(key)

@@ -222,3 +222,16 @@ def test_ipv6_origin(session, source, mocked):
     session.get("http://[::1]:8081/x")
     assert sent_authorization(mocked, 0) == "Bearer tok-1"
     assert sent_authorization(mocked, 1) is None
+
+
+def test_adapter_with_a_real_source_pickles(tmp_path):
+    """An adapter over a real TokenSource (OAuthClient, discovery, stores) pickles and works after."""
+    for store in (rt.FileTokenStore(tmp_path), rt.MemoryTokenStore()):
+        client = rt.OAuthClient(issuer="https://idp.example.com", client_id="cli")
+        source = rt.TokenSource(rt.RefreshTokenGrant(client), store, "k")
+        source.login({"access_token": "a", "refresh_token": "r", "expires_in": 600})
+        adapter = rt.TokenRotateAdapter(source, origins=["https://api.example.com"])
+        clone = pickle.loads(pickle.dumps(adapter))
+        assert clone.source.token().access_token == "a"
+        clone.source.logout()
+        assert clone.source.store.keys() == []

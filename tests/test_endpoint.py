@@ -217,3 +217,11 @@ def test_basic_credentials_are_form_urlencoded_first():
     )
     header = responses.calls[0].request.headers["Authorization"]
     assert base64.b64decode(header.removeprefix("Basic ")).decode() == "app%3A1:a%2Bb+%25c%2F%C3%A9"
+
+
+@pytest.mark.parametrize("url", ["http://idp.example.com/token", "ftp://idp/token", "/token"])
+def test_token_url_must_be_https_unless_loopback(url):
+    """A plain-http token endpoint off loopback is refused (RFC 6749 §3.2)."""
+    with pytest.raises(InvalidConfiguration, match="token_url"):
+        OAuthClient(token_url=url, client_id="cli")
+    assert OAuthClient(token_url="http://127.0.0.1:8080/token", client_id="cli").token_url
