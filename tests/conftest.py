@@ -220,3 +220,47 @@ def _no_real_user_directories(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("REQUESTS_TOKENROTATE_HOME", str(home / "tokenrotate"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
+
+
+def _run_refresh_workers(
+    directory, token_url, *, processes, threads, client_id="cli", key="default"
+):
+    """Start worker processes (tests/helpers/refresh_worker.py), release them together, collect."""
+    command = [
+        sys.executable,
+        str(HELPERS / "refresh_worker.py"),
+        f"--dir={directory}",
+        f"--token-url={token_url}",
+        f"--client-id={client_id}",
+        f"--key={key}",
+        f"--threads={threads}",
+    ]
+    children = [
+        subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for _ in range(processes)
+    ]
+    try:
+        for child in children:  # a barrier across processes: all ready, then go
+            assert child.stdout.readline().strip() == "ready"
+        for child in children:
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        results = []
+        for child in children:
+            out, _ = child.communicate(timeout=60)
+            results.extend(json.loads(out))
+        return results
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait(10)
+            for stream in (child.stdin, child.stdout):
+                if stream and not stream.closed:
+                    stream.close()
+
+
+@pytest.fixture
+def run_refresh_workers():
+    """Run N worker processes x T threads racing one key; returns what each thread saw."""
+    return _run_refresh_workers

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -55,49 +54,13 @@ def test_fifty_threads_one_expired_token_make_one_refresh(idp, tmp_path):
     assert len(set(seen)) == 1
 
 
-def run_workers(python, idp, directory, processes, threads, **env):
-    cmd = [
-        python,
-        str(HELPERS / "refresh_worker.py"),
-        "--dir",
-        str(directory),
-        "--token-url",
-        idp.token_url,
-        "--threads",
-        str(threads),
-    ]
-    children = [
-        subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        for _ in range(processes)
-    ]
-    try:
-        for child in children:  # a barrier across processes: all ready, then go
-            assert child.stdout.readline().strip() == "ready"
-        for child in children:
-            child.stdin.write("go\n")
-            child.stdin.flush()
-        results = []
-        for child in children:
-            out, _ = child.communicate(timeout=60)
-            results.extend(json.loads(out))
-        return results
-    finally:
-        for child in children:
-            if child.poll() is None:
-                child.kill()
-                child.wait(10)
-            for stream in (child.stdin, child.stdout):
-                if stream and not stream.closed:
-                    stream.close()
-
-
-def test_eight_processes_by_four_threads_make_one_refresh(idp, tmp_path, python):
+def test_eight_processes_by_four_threads_make_one_refresh(idp, tmp_path, run_refresh_workers):
     """8 real processes x 4 threads on one store: 1 refresh call, 0 invalid_grant."""
     idp.token_latency = 0.3  # widen the race window so the workers really overlap
     store = rt.FileTokenStore(tmp_path)
     make_source(idp, store).login(expired(idp.issue_tokens()))
     idp.reset_counters()
-    results = run_workers(python, idp, tmp_path, processes=8, threads=4)
+    results = run_refresh_workers(tmp_path, idp.token_url, processes=8, threads=4)
     assert len(results) == 32
     assert [r for r in results if "error" in r] == []
     assert idp.token_calls == 1

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
-import subprocess
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -77,49 +74,21 @@ def expired_at_server(dot, source, scope=SHORT) -> dict:
 
 
 # -- the storm ------------------------------------------------------------------
-def run_workers(dot, directory, processes, threads):
-    command = [
-        sys.executable,
-        str(HELPERS / "refresh_worker.py"),
-        f"--dir={directory}",
-        f"--token-url={dot.token_url}",
-        f"--client-id={dot.client_id('public')}",
-        "--key=dot",
-        f"--threads={threads}",
-    ]
-    children = [
-        subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        for _ in range(processes)
-    ]
-    try:
-        for child in children:  # a barrier across processes: all ready, then go
-            assert child.stdout.readline().strip() == "ready"
-        for child in children:
-            child.stdin.write("go\n")
-            child.stdin.flush()
-        results = []
-        for child in children:
-            out, _ = child.communicate(timeout=60)
-            results.extend(json.loads(out))
-        return results
-    finally:
-        for child in children:
-            if child.poll() is None:
-                child.kill()
-                child.wait(10)
-            for stream in (child.stdin, child.stdout):
-                if stream and not stream.closed:
-                    stream.close()
-
-
 def test_eight_processes_by_four_threads_spend_one_refresh_token_at_dot(
-    dot_server, tmp_path, recorder
+    dot_server, tmp_path, recorder, run_refresh_workers
 ):
     """8 processes x 4 threads, one expired token: DOT sees 1 refresh, nobody sees invalid_grant."""
     store = rt.FileTokenStore(tmp_path)
     response = dot_server.mint()
     make_source(dot_server, store, recorder).login(expired(response))
-    results = run_workers(dot_server, tmp_path, processes=8, threads=4)
+    results = run_refresh_workers(
+        tmp_path,
+        dot_server.token_url,
+        processes=8,
+        threads=4,
+        client_id=dot_server.client_id("public"),
+        key="dot",
+    )
     assert len(results) == 32
     assert [r for r in results if "error" in r] == []
     stored = store.load("dot")
