@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -184,3 +185,22 @@ def test_no_secret_in_logs_reprs_or_errors(idp, tmp_path, caplog):
     for secret in secrets:
         assert secret not in logged
     assert sys.modules.get("requests_tokenrotate") is rt
+
+
+def test_corrupt_store_file_is_reported_until_login_replaces_it(idp, tmp_path):
+    """A corrupt token file: token() raises TokenStoreError naming it (file untouched); login() recovers."""
+    store = rt.FileTokenStore(tmp_path)
+    source = make_source(idp, store)
+    source.login(expired(idp.issue_tokens()))
+    store.path("default").write_bytes(b'{"version": 1, "tok')
+    for _ in range(2):
+        with pytest.raises(rt.TokenStoreError, match=re.escape(str(store.path("default")))):
+            make_source(idp, store).token()
+    assert store.path("default").read_bytes() == b'{"version": 1, "tok'
+    assert idp.token_calls == 0
+    source.login(idp.issue_tokens())
+    assert make_source(idp, store).token().access_token
+    store.path("default").write_bytes(b"")
+    source.logout()
+    with pytest.raises(rt.NotLoggedIn):
+        make_source(idp, store).token()
