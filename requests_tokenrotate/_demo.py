@@ -75,7 +75,7 @@ def _worker(idp_url: str, token_url: str, directory: str, threads: int, sync: An
     package_logger.addHandler(tally)
     package_logger.setLevel(logging.DEBUG)
     client = OAuthClient(token_url=token_url, client_id="cli")
-    source = TokenSource(RefreshTokenGrant(client), FileTokenStore(directory), KEY, grace=0.2)
+    source = TokenSource(RefreshTokenGrant(client), FileTokenStore(directory), KEY)
     session = requests.Session()
     mount(session, idp_url + "/", source)
     url = idp_url + "/resource"

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import KW_ONLY, dataclass
 from typing import TYPE_CHECKING, ClassVar, Final, Protocol, Union
 
-from ._token import Token
+from ._token import Record, Token
 from .exceptions import InvalidConfiguration, NotLoggedIn, RefreshError, TokenInvalidated
 
 if TYPE_CHECKING:
@@ -45,17 +44,21 @@ def _extra(**params: str | None) -> dict[str, str]:
     return {name: value for name, value in params.items() if value is not None}
 
 
-@dataclass(frozen=True, slots=True)
-class RefreshTokenGrant:
+class RefreshTokenGrant(Record):
     """Spend the stored refresh token (RFC 6749 §6).
 
     :param client: The token-endpoint client.
     :param scope: Ask for a narrower scope (default: as originally granted).
     """
 
+    __slots__ = ("client", "scope")
     client: OAuthClient
-    scope: str | None = None
-    requires_token: bool = True
+    scope: str | None
+    #: The stored token's refresh token is what this grant spends.
+    requires_token: ClassVar[bool] = True
+
+    def __init__(self, client: OAuthClient, scope: str | None = None) -> None:
+        self._init(client=client, scope=scope)
 
     def __call__(self, stale: Token | None) -> Token:
         if stale is None or not stale.refresh_token:
@@ -68,18 +71,28 @@ class RefreshTokenGrant:
         return token.with_refresh_token_of(stale)
 
 
-@dataclass(frozen=True, slots=True)
-class ClientCredentialsGrant:
+class ClientCredentialsGrant(Record):
     """Ask for a token with the client's own credentials (RFC 6749 §4.4).
 
     There is no refresh token: "refresh" means asking again.
     """
 
+    __slots__ = ("audience", "client", "resource", "scope")
     client: OAuthClient
-    scope: str | None = None
-    audience: str | None = None
-    resource: str | None = None
-    requires_token: bool = False
+    scope: str | None
+    audience: str | None
+    resource: str | None
+    #: Nothing stored is needed: the client's own credentials are the grant.
+    requires_token: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        client: OAuthClient,
+        scope: str | None = None,
+        audience: str | None = None,
+        resource: str | None = None,
+    ) -> None:
+        self._init(client=client, scope=scope, audience=audience, resource=resource)
 
     def __call__(self, stale: Token | None) -> Token:
         params = {"grant_type": "client_credentials"}
@@ -160,8 +173,7 @@ def _request_with_parents(
         ) from None
 
 
-@dataclass(frozen=True, slots=True)
-class JWTBearerGrant:
+class JWTBearerGrant(Record):
     """Trade a JWT assertion for a token (RFC 7523 §2.1).
 
     The assertion comes from ``assertion``: a parent :class:`TokenSource`,
@@ -182,16 +194,27 @@ class JWTBearerGrant:
         names the parent's key.
     """
 
+    __slots__ = ("assertion", "audience", "client", "resource", "scope")
     client: OAuthClient
     assertion: Assertion
-    scope: str | None = None
-    audience: str | None = None
-    resource: str | None = None
+    scope: str | None
+    audience: str | None
+    resource: str | None
     #: A derived token needs nothing stored: the parent supplies the credential.
     requires_token: ClassVar[bool] = False
 
-    def __post_init__(self) -> None:
-        _check_parent(self.assertion, "assertion")
+    def __init__(
+        self,
+        client: OAuthClient,
+        assertion: Assertion,
+        scope: str | None = None,
+        audience: str | None = None,
+        resource: str | None = None,
+    ) -> None:
+        _check_parent(assertion, "assertion")
+        self._init(
+            client=client, assertion=assertion, scope=scope, audience=audience, resource=resource
+        )
 
     def __call__(self, stale: Token | None) -> Token:
         params = {"grant_type": GRANT_JWT_BEARER}
@@ -201,8 +224,7 @@ class JWTBearerGrant:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class TokenExchangeGrant:
+class TokenExchangeGrant(Record):
     """Exchange a subject token for another token (RFC 8693 §2.1).
 
     The subject token comes from ``subject``: a parent :class:`TokenSource`,
@@ -232,23 +254,50 @@ class TokenExchangeGrant:
         names the parent's key.
     """
 
+    __slots__ = (
+        "actor",
+        "actor_token_type",
+        "audience",
+        "client",
+        "requested_token_type",
+        "resource",
+        "scope",
+        "subject",
+        "subject_token_type",
+    )  # fmt: skip
     client: OAuthClient
     subject: Assertion
-    _: KW_ONLY
-    subject_token_type: str = TOKEN_TYPE_ACCESS
-    requested_token_type: str | None = None
-    audience: str | None = None
-    resource: str | None = None
-    scope: str | None = None
-    actor: Assertion | None = None
-    actor_token_type: str = TOKEN_TYPE_ACCESS
+    subject_token_type: str
+    requested_token_type: str | None
+    audience: str | None
+    resource: str | None
+    scope: str | None
+    actor: Assertion | None
+    actor_token_type: str
     #: A derived token needs nothing stored: the parent supplies the credential.
     requires_token: ClassVar[bool] = False
 
-    def __post_init__(self) -> None:
-        _check_parent(self.subject, "subject")
-        if self.actor is not None:
-            _check_parent(self.actor, "actor")
+    def __init__(
+        self,
+        client: OAuthClient,
+        subject: Assertion,
+        *,
+        subject_token_type: str = TOKEN_TYPE_ACCESS,
+        requested_token_type: str | None = None,
+        audience: str | None = None,
+        resource: str | None = None,
+        scope: str | None = None,
+        actor: Assertion | None = None,
+        actor_token_type: str = TOKEN_TYPE_ACCESS,
+    ) -> None:
+        _check_parent(subject, "subject")
+        if actor is not None:
+            _check_parent(actor, "actor")
+        self._init(
+            client=client, subject=subject, subject_token_type=subject_token_type,
+            requested_token_type=requested_token_type, audience=audience, resource=resource,
+            scope=scope, actor=actor, actor_token_type=actor_token_type,
+        )  # fmt: skip
 
     def __call__(self, stale: Token | None) -> Token:
         params = {"grant_type": GRANT_TOKEN_EXCHANGE, "subject_token_type": self.subject_token_type}

@@ -5,14 +5,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final
 
 import requests
 
 from ._gate import Gate
 from ._grants import requires_token
-from ._token import Token, fingerprint
+from ._token import Record, Token, fingerprint
 from .exceptions import (
     InvalidConfiguration,
     NotLoggedIn,
@@ -32,6 +31,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_LOCK_TIMEOUT: Final = 60.0
 #: Seconds before expiry at which a stored token stops being reused.
 DEFAULT_GRACE: Final = 5.0
+#: ... but never more than this share of the token's lifetime: a 2 s token is
+#: used for 1.95 s, so refreshes track the lifetimes elapsed (bench/soak.py);
+#: a token that expires in flight meets the reactive retry.
+DEFAULT_GRACE_FRACTION: Final = 0.025
 #: The scaled refresh margin (DESIGN.md, transport 3): 10 % of the lifetime,
 #: clamped to 30 s - 300 s and never more than half the lifetime.
 DEFAULT_MARGIN_FRACTION: Final = 0.1
@@ -41,8 +44,7 @@ DEFAULT_MAX_MARGIN: Final = 300.0
 MIN_REUSE: Final = 10.0
 
 
-@dataclass(frozen=True, slots=True)
-class RefreshPolicy:
+class RefreshPolicy(Record):
     """When to refresh before sending a body that cannot be replayed.
 
     :param margin: Fixed seconds before expiry, or None for the scaled default
@@ -51,7 +53,11 @@ class RefreshPolicy:
         refreshed on every request.
     """
 
-    margin: float | None = None
+    __slots__ = ("margin",)
+    margin: float | None
+
+    def __init__(self, margin: float | None = None) -> None:
+        self._init(margin=margin)
 
     @classmethod
     def coerce(cls, value: RefreshPolicy | float | None) -> RefreshPolicy:
@@ -86,8 +92,10 @@ class TokenSource:
         platformdirs directory).
     :param key: The store key: a profile, account or ``profile/org/stack``.
     :param lock_timeout: Seconds to wait for the refresh gate (default 60).
-    :param grace: A stored token is reused only while it has more than this
-        many seconds left (default 5; at most half its lifetime).
+    :param grace: A token is reused only while it has more than this many
+        seconds left. Default None: 5 s, but at most 2.5 % of its lifetime (a
+        2 s token is used for 1.95 s); a number is used as given, up to half
+        the lifetime.
     :param max_age: Reuse a stored token only while it is younger than this
         (seconds); 0 never reuses one across processes. Default: no limit.
     :param hint: Appended to error messages, e.g. ``"run `mytool login`"``.
@@ -101,7 +109,7 @@ class TokenSource:
         key: str = "default",
         *,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
-        grace: float = DEFAULT_GRACE,
+        grace: float | None = None,
         max_age: float | None = None,
         hint: str | None = None,
         clock: Callable[[], float] = time.time,
@@ -131,7 +139,11 @@ class TokenSource:
     # -- freshness ---------------------------------------------------------
     def _skew(self, token: Token) -> float:
         lifetime = token.lifetime
-        return self.grace if lifetime is None else max(min(self.grace, lifetime / 2), 0.0)
+        if self.grace is not None:
+            return self.grace if lifetime is None else max(min(self.grace, lifetime / 2), 0.0)
+        if lifetime is None:
+            return DEFAULT_GRACE
+        return max(min(DEFAULT_GRACE, lifetime * DEFAULT_GRACE_FRACTION), 0.0)
 
     def is_usable(self, token: Token | None, *, from_store: bool = False) -> bool:
         """True if ``token`` may be sent now: not invalidated and not about to expire."""
@@ -241,8 +253,7 @@ class TokenSource:
             raise InvalidConfiguration(
                 f"the grant for {self.key!r} returned no Token", key=self.key
             )
-        new = replace(
-            new.with_refresh_token_of(stored),
+        new = new.with_refresh_token_of(stored).replace(
             invalidated_at=None,
             # A callable grant may leave obtained_at unset; lifetimes need it.
             obtained_at=new.obtained_at or self.clock(),
@@ -275,7 +286,7 @@ class TokenSource:
                 MIN_REUSE,
             )
         now = self.clock()
-        return replace(new, obtained_at=now, expires_at=now + MIN_REUSE)
+        return new.replace(obtained_at=now, expires_at=now + MIN_REUSE)
 
     def _stamp(self, rejected: Token | None, exc: TokenInvalidated) -> None:
         self._token = None
@@ -285,7 +296,7 @@ class TokenSource:
         # Stamp only if the store still holds the credential the server rejected:
         # a peer may have logged in again meanwhile.
         if current is not None and current.is_same(rejected):
-            stamped = replace(current, invalidated_at=exc.invalidated_at or self.clock())
+            stamped = current.replace(invalidated_at=exc.invalidated_at or self.clock())
             self.store.save(self.key, stamped)
             logger.warning("%s: refresh credential rejected; stamped invalidated", self.key)
         exc.invalidated_at = exc.invalidated_at or self.clock()
@@ -299,7 +310,7 @@ class TokenSource:
         """
         if not isinstance(token, Token):
             token = Token.from_response(token, now=self.clock())
-        token = replace(token, invalidated_at=None)
+        token = token.replace(invalidated_at=None)
         with self._gate.threads() as deadline, self._gate.processes(deadline):
             self.store.save(self.key, token)
             self._token = token

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
-from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 logger = logging.getLogger(__name__)
@@ -16,12 +14,18 @@ MAX_EXPIRES_IN: Final = 10 * 365 * 86400
 
 _STR_FIELDS: Final = ("token_type", "refresh_token", "scope", "id_token")
 _TIME_FIELDS: Final = ("expires_at", "obtained_at", "invalidated_at")
+_FIELDS: Final = (
+    "access_token", "token_type", "refresh_token", "expires_at",
+    "scope", "id_token", "obtained_at", "invalidated_at",
+)  # fmt: skip
 
 
 def fingerprint(secret: str | None) -> str:
     """A short, non-reversible tag for correlating a secret in logs."""
     if not secret:
         return "-"
+    import hashlib  # loads OpenSSL (~2 ms); only logs and reprs need it
+
     return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()[:8]
 
 
@@ -73,9 +77,53 @@ def jwt_expiry(access_token: str) -> float | None:
     return _number(claims.get("exp"))
 
 
-@dataclass(frozen=True, slots=True)
-class Token:
-    """An OAuth2 token as the token endpoint issued it.
+class Record:
+    """An immutable value object whose fields are its ``__slots__``.
+
+    Used instead of frozen dataclasses: ``import dataclasses`` (it loads
+    ``inspect``) and generating the classes cost ~7 ms of import time
+    (``bench/importtime.py``), more than the rest of the package.
+    """
+
+    __slots__: tuple[str, ...] = ()
+
+    def _init(self, **values: Any) -> None:
+        for name in self.__slots__:
+            object.__setattr__(self, name, values[name])
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Record) or type(other) is not type(self):
+            return NotImplemented
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), dict(zip(self.__slots__, self._values(), strict=True))))
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+
+def _rebuild(cls: type[Record], values: dict[str, Any]) -> Record:
+    record = cls.__new__(cls)
+    record._init(**values)
+    return record
+
+
+class Token(Record):
+    """An OAuth2 token as the token endpoint issued it. Immutable: see :meth:`replace`.
 
     :ivar access_token: The bearer credential (never shown by ``repr``).
     :ivar token_type: As issued, normalised so that ``bearer`` reads ``Bearer``.
@@ -88,20 +136,51 @@ class Token:
     :ivar invalidated_at: When the refresh credential was found dead, or None.
     """
 
-    access_token: str = field(repr=False)
-    token_type: str = "Bearer"
-    refresh_token: str | None = field(default=None, repr=False)
-    expires_at: float | None = None
-    scope: str | None = None
-    id_token: str | None = field(default=None, repr=False)
-    obtained_at: float = 0.0
-    invalidated_at: float | None = None
+    __slots__ = _FIELDS
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.access_token, str) or not self.access_token:
+    access_token: str
+    token_type: str
+    refresh_token: str | None
+    expires_at: float | None
+    scope: str | None
+    id_token: str | None
+    obtained_at: float
+    invalidated_at: float | None
+
+    def __init__(
+        self,
+        access_token: str,
+        token_type: str = "Bearer",  # noqa: S107  # a token type, not a password
+        refresh_token: str | None = None,
+        expires_at: float | None = None,
+        scope: str | None = None,
+        id_token: str | None = None,
+        obtained_at: float = 0.0,
+        invalidated_at: float | None = None,
+    ) -> None:
+        if not isinstance(access_token, str) or not access_token:
             raise ValueError("a token needs a non-empty access_token string")
-        if self.token_type.lower() == "bearer" and self.token_type != "Bearer":
-            object.__setattr__(self, "token_type", "Bearer")
+        if token_type.lower() == "bearer":
+            token_type = "Bearer"
+        self._init(
+            access_token=access_token, token_type=token_type, refresh_token=refresh_token,
+            expires_at=expires_at, scope=scope, id_token=id_token, obtained_at=obtained_at,
+            invalidated_at=invalidated_at,
+        )  # fmt: skip
+
+    def replace(self, **changes: Any) -> Token:
+        """A copy with some fields changed, like :func:`dataclasses.replace`."""
+        return Token(**{**self.to_dict(), **changes})
+
+    def __repr__(self) -> str:
+        # Secrets stay out: the access token shows as a fingerprint only.
+        return (
+            f"Token(token_type={self.token_type!r}, "
+            f"access_token=<{fingerprint(self.access_token)}>, "
+            f"has_refresh_token={self.refresh_token is not None}, expires_at={self.expires_at!r}, "
+            f"scope={self.scope!r}, obtained_at={self.obtained_at!r}, "
+            f"invalidated_at={self.invalidated_at!r})"
+        )
 
     @classmethod
     def from_response(cls, data: Any, *, now: float | None = None) -> Token:
@@ -159,7 +238,7 @@ class Token:
         """Keep ``stale``'s refresh token when this answer carried none (RFC 6749 §6)."""
         if self.refresh_token or stale is None or not stale.refresh_token:
             return self
-        return replace(self, refresh_token=stale.refresh_token)
+        return self.replace(refresh_token=stale.refresh_token)
 
     def is_same(self, other: Token | None) -> bool:
         """True if ``other`` holds the same credentials."""
@@ -171,16 +250,7 @@ class Token:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field (secrets included: for stores only)."""
-        return {
-            "access_token": self.access_token,
-            "token_type": self.token_type,
-            "refresh_token": self.refresh_token,
-            "expires_at": self.expires_at,
-            "scope": self.scope,
-            "id_token": self.id_token,
-            "obtained_at": self.obtained_at,
-            "invalidated_at": self.invalidated_at,
-        }
+        return dict(zip(_FIELDS, self._values(), strict=True))
 
     @classmethod
     def from_dict(cls, data: Any) -> Token:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,7 @@ def run(python, name, *args):
 def seed_expired(idp, directory, key="default"):
     token = rt.Token.from_response(idp.issue_tokens())
     store = rt.FileTokenStore(directory)
-    rt.TokenSource(lambda s: s, store, key).login(replace(token, expires_at=time.time() - 1))
+    rt.TokenSource(lambda s: s, store, key).login(token.replace(expires_at=time.time() - 1))
     idp.reset_counters()
     return store
 
@@ -69,7 +68,7 @@ def test_streaming_upload_refreshes_before_sending(idp, python, tmp_path):
     token = rt.Token.from_response(idp.issue_tokens())
     now = time.time()
     rt.TokenSource(lambda s: s, store, "default").login(
-        replace(token, expires_at=now + 10, obtained_at=now - 50)
+        token.replace(expires_at=now + 10, obtained_at=now - 50)
     )
     idp.reset_counters()
     out = run(

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -29,7 +28,7 @@ def make_source(idp: LocalIdP, store: rt.TokenStore, **kwargs) -> rt.TokenSource
 def expired(response: dict) -> rt.Token:
     """The IdP's answer as a token our clock already considers expired."""
     token = rt.Token.from_response(response)
-    return replace(token, expires_at=time.time() - 1)
+    return token.replace(expires_at=time.time() - 1)
 
 
 def test_fifty_threads_one_expired_token_make_one_refresh(idp, tmp_path):
@@ -175,7 +174,7 @@ def test_no_secret_in_logs_reprs_or_errors(idp, tmp_path, caplog):
         secrets |= {token.access_token, token.refresh_token}
         texts += [repr(token), str(token), repr(source), repr(client), repr(store)]
         idp.revoke(token.refresh_token)
-        source.login(replace(token, expires_at=time.time() - 1))
+        source.login(token.replace(expires_at=time.time() - 1))
         for _ in range(2):
             with pytest.raises(rt.TokenInvalidated) as info:
                 source.token()

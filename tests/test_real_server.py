@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import io
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -58,7 +57,7 @@ def make_source(dot, store, recorder, key="dot", **kwargs) -> rt.TokenSource:
 
 def expired(response: dict) -> rt.Token:
     """DOT's answer as a token the local clock already considers expired."""
-    return replace(rt.Token.from_response(response), expires_at=time.time() - 1)
+    return rt.Token.from_response(response).replace(expires_at=time.time() - 1)
 
 
 def expired_at_server(dot, source, scope=SHORT) -> dict:
@@ -68,7 +67,7 @@ def expired_at_server(dot, source, scope=SHORT) -> dict:
     the client sends it and only DOT's answer can tell it is stale.
     """
     response = dot.mint(scope=scope)
-    source.login(replace(rt.Token.from_response(response), expires_at=None))
+    source.login(rt.Token.from_response(response).replace(expires_at=None))
     dot.wait_until_expired(response["access_token"])
     return response
 

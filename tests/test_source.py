@@ -279,7 +279,7 @@ def test_max_age_limits_reuse_of_stored_tokens(grant, clock):
 
 
 def test_grace_stops_reuse_just_before_expiry(grant, clock):
-    """A token within `grace` seconds of expiry is refreshed; grace is capped at half the lifetime."""
+    """An explicit grace is honoured up to half the lifetime; the default is 5 s, at most 2.5 %."""
     source = seeded(grant, clock, grace=60)
     clock.now += 3600 - 61
     assert source.token().access_token == "access-0"
@@ -288,10 +288,16 @@ def test_grace_stops_reuse_just_before_expiry(grant, clock):
     short = Grant(clock, lifetime=10)
     src = TokenSource(short, MemoryTokenStore(), "s", clock=clock, grace=60, lock_timeout=1)
     src.login(Token("a", refresh_token="r", expires_at=clock() + 10, obtained_at=clock()))
-    clock.now += 4
+    clock.now += 4.9
     assert src.token().access_token == "a"
-    clock.now += 2
+    clock.now += 0.2
     assert src.token().access_token == "access-1"
+    default = TokenSource(short, MemoryTokenStore(), "d", clock=clock, lock_timeout=1)
+    default.login(Token("b", refresh_token="r", expires_at=clock() + 10, obtained_at=clock()))
+    clock.now += 9.7
+    assert default.token().access_token == "b"
+    clock.now += 0.1
+    assert default.token().access_token == "access-2"
 
 
 def test_logout_forgets_memory_and_store(grant, clock):
