@@ -103,7 +103,8 @@ def report(result: dict[str, Any]) -> str:
         table(["client", "request", *(f"{life} s tokens" for life in LIFETIMES)], rows, "llrrr"),
         "",
         "Refreshing only after expiry needs 2 calls here. requests-tokenrotate uses a "
-        "token until 5 s (its grace) before expiry, and before a body it cannot replay "
+        "token until its grace (5 s, at most 2.5 % of the lifetime) before expiry, and "
+        "before a body it cannot replay "
         "refreshes within the margin: 10 % of the lifetime clamped to 30-300 s and never "
         "more than half of it, i.e. 15 s, 30 s and 30 s here. "
         "Authlib refreshes when a token is within "

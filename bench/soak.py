@@ -313,9 +313,9 @@ def report(result: dict[str, Any]) -> str:
     ]
     text += [
         "",
-        "TokenSource reuses a token only while it has more than min(grace 5 s, half its "
-        "lifetime) left, so a 2 s token serves 1 s: about two refresh calls per lifetime "
-        "elapsed. The peers read the shared token once at start and do not single-flight "
+        "TokenSource reuses a token until min(5 s, 2.5 % of its lifetime) before expiry, "
+        "so a 2 s token serves 1.95 s: one refresh call per lifetime elapsed. "
+        "The peers read the shared token once at start and do not single-flight "
         "(see the storm), so their refresh tokens die in the first seconds and every later "
         "refresh answers invalid_grant.",
     ]
