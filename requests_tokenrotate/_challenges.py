@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from typing import Final
+from urllib.request import parse_http_list  # requests imports it already
 
 __all__ = ["bearer_error", "is_token", "parse_challenges"]
 
@@ -18,47 +19,22 @@ _TCHARS: Final = frozenset(
 )
 _TOKEN68: Final = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 _OWS: Final = " \t"
+# An item: a token, then "=" and a value (a parameter), or a space and the
+# rest (a new challenge with its token68 or first parameter), or nothing.
+_ITEM: Final = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+)(?:[ \t]*(=)(.*)|[ \t]+(.*))?", re.S)
 
 
-def _skip_to_comma(value: str, i: int) -> int:
-    """Index of the next comma outside a quoted string (or the end)."""
-    quoted = False
-    n = len(value)
-    while i < n:
-        c = value[i]
-        if quoted and c == "\\":
-            i += 1
-        elif c == '"':
-            quoted = not quoted
-        elif c == "," and not quoted:
-            return i
-        i += 1
-    return n
+def _unquote(value: str) -> str:
+    """A token as it is; a quoted string without its quotes (lenient: junk after
+    the closing quote is dropped, an unterminated one runs to the end).
 
-
-def _param_value(value: str, i: int) -> tuple[str, int]:
-    """Read a token or quoted-string (unescaping ``\\x``); return it and the next index."""
-    n = len(value)
-    while i < n and value[i] in _OWS:
-        i += 1
-    if i < n and value[i] == '"':
-        out = []
-        i += 1
-        while i < n:
-            c = value[i]
-            if c == "\\" and i + 1 < n:
-                out.append(value[i + 1])
-                i += 2
-                continue
-            i += 1
-            if c == '"':
-                break
-            out.append(c)
-        return "".join(out), i
-    start = i
-    while i < n and value[i] != "," and value[i] not in _OWS:
-        i += 1  # lenient: servers send unquoted values that are not tokens (URLs)
-    return value[start:i], i
+    ``parse_http_list`` has already removed the backslash escapes.
+    """
+    value = value.strip(_OWS)
+    if not value.startswith('"'):
+        return value
+    end = value.rfind('"')
+    return value[1:end] if end > 0 else value[1:]
 
 
 def parse_challenges(value: str) -> list[tuple[str, dict[str, str]]]:
@@ -72,39 +48,25 @@ def parse_challenges(value: str) -> list[tuple[str, dict[str, str]]]:
     """
     challenges: list[tuple[str, dict[str, str]]] = []
     params: dict[str, str] | None = None
-    i, n = 0, len(value)
-    while i < n:
-        if value[i] in _OWS or value[i] == ",":
-            i += 1
+    # parse_http_list splits at commas outside quoted strings (requests uses it
+    # for parse_dict_header); each item starts a challenge or adds a parameter.
+    for item in parse_http_list(value):
+        match = _ITEM.fullmatch(item.strip(_OWS))
+        if match is None:
             continue
-        j = i
-        while j < n and value[j] in _TCHARS:
-            j += 1
-        if j == i:  # not a token: junk up to the next comma
-            i = _skip_to_comma(value, i + 1)
-            continue
-        name = value[i:j]
-        k = j
-        while k < n and value[k] in _OWS:
-            k += 1
-        if params is not None and k < n and value[k] == "=":
-            param, i = _param_value(value, k + 1)
-            params.setdefault(name.lower(), param)
-            while i < n and value[i] in _OWS:
-                i += 1
-            if i < n and value[i] != ",":
-                i = _skip_to_comma(value, i)
+        first, equals, param_value, rest = match.groups()
+        if equals is not None:  # name=value: a parameter of the current challenge
+            if params is not None:
+                params.setdefault(first.lower(), _unquote(param_value))
             continue
         params = {}
-        challenges.append((name.lower(), params))
-        i = k
-        if k > j and (match := _TOKEN68.match(value, k)) is not None:
-            end = match.end()
-            while end < n and value[end] in _OWS:
-                end += 1
-            if end >= n or value[end] == ",":
-                params[""] = match.group()
-                i = end
+        challenges.append((first.lower(), params))
+        if rest:  # "Scheme token68" or "Scheme name=value"
+            param = _ITEM.fullmatch(rest)
+            if _TOKEN68.fullmatch(rest):
+                params[""] = rest
+            elif param is not None and param.group(2) is not None:
+                params[param.group(1).lower()] = _unquote(param.group(3))
     return challenges
 
 
