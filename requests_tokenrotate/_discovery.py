@@ -16,7 +16,6 @@ import logging
 import os
 import re
 import stat
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from urllib.parse import urlsplit
 import requests
 
 from ._endpoint import parse_json
+from ._files import private_directory, write_atomically
 from ._gate import PicklesWithoutLocks
 from ._stores import HOME_ENV
 from .exceptions import DiscoveryError, InvalidConfiguration
@@ -100,17 +100,6 @@ def _read_private(path: Path) -> bytes | None:
         if not stat.S_ISREG(info.st_mode) or (hasattr(os, "getuid") and info.st_uid != os.getuid()):
             raise ValueError("not a regular file owned by the current user")
         return handle.read()
-
-
-def _private_directory(directory: Path) -> None:
-    """Create ``directory`` 0700, or tighten it if it is ours; :class:`OSError` if unusable."""
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    info = directory.stat()
-    if hasattr(os, "getuid"):
-        if info.st_uid != os.getuid():
-            raise PermissionError(f"{directory} belongs to another user")
-        if info.st_mode & 0o077:
-            os.chmod(directory, 0o700)
 
 
 class Discovery(PicklesWithoutLocks):
@@ -339,16 +328,7 @@ class Discovery(PicklesWithoutLocks):
         ).encode()
         # A cache that cannot be written only costs the next process a fetch.
         try:
-            _private_directory(path.parent)
-            fd, temp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-        except OSError as exc:
-            logger.warning("could not write the discovery cache in %s: %s", path.parent, exc)
-            return
-        try:
-            with os.fdopen(fd, "wb") as handle:  # mkstemp creates it 0600
-                handle.write(payload)
-            os.replace(temp, path)
+            private_directory(path.parent)
+            write_atomically(path, payload)
         except OSError as exc:
             logger.warning("could not write the discovery cache %s: %s", path, exc.strerror)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)

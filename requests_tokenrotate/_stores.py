@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import stat
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 from urllib.parse import quote, unquote
 
+from ._files import TEMP_PREFIX, private_directory, write_atomically
 from ._gate import PicklesWithoutLocks
 from ._token import Token
 from .exceptions import InvalidConfiguration, LockTimeout, TokenStoreError
@@ -37,7 +37,6 @@ LOCK_CHECK_INTERVAL: Final = 0.005
 _MAX_NAME: Final = 150
 _SUFFIX: Final = ".json"
 _HASHED_PREFIX: Final = "="  # quote() always escapes "=", so no quoted key starts with it
-_TEMP_PREFIX: Final = "%tmp-"  # quote() only writes "%" before two hex digits
 
 
 @runtime_checkable
@@ -152,18 +151,12 @@ class FileTokenStore:
 
     def _ensure_directory(self) -> None:
         try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            info = self.directory.stat()
+            private_directory(self.directory)
         except OSError as exc:
             raise TokenStoreError(
-                f"cannot create the token directory {self.directory}: {exc.strerror}",
+                f"cannot use the token directory {self.directory}: {exc.strerror}",
                 path=str(self.directory),
             ) from None
-        if hasattr(os, "getuid") and info.st_uid == os.getuid() and info.st_mode & 0o077:
-            logger.warning(
-                "token directory %s was readable by others; set it to 0700", self.directory
-            )
-            os.chmod(self.directory, 0o700)
 
     # -- reading -----------------------------------------------------------
     def _read(self, path: Path) -> dict[str, Any] | None:
@@ -269,7 +262,7 @@ class FileTokenStore:
                     data = self._read(self.directory / name)
                     if data is not None and isinstance(data.get("key"), str):
                         keys.append(data["key"])
-            elif not stem.startswith(_TEMP_PREFIX):
+            elif not stem.startswith(TEMP_PREFIX):
                 keys.append(unquote(stem))
         return keys
 
@@ -286,33 +279,11 @@ class FileTokenStore:
             allow_nan=False,
         ).encode()
         try:
-            fd, temp = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=_SUFFIX, dir=self.directory)
+            write_atomically(path, payload)
         except OSError as exc:
-            raise TokenStoreError(
-                f"cannot write to the token directory {self.directory}: {exc.strerror}",
-                path=str(path),
-            ) from None
-        try:
-            with os.fdopen(fd, "wb") as handle:  # mkstemp creates it 0600
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, path)
-        except OSError as exc:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
             raise TokenStoreError(
                 f"cannot write token file {path}: {exc.strerror}", path=str(path)
             ) from None
-        self._sync_directory()
-
-    def _sync_directory(self) -> None:
-        with contextlib.suppress(OSError):  # not every platform can fsync a directory
-            dir_fd = os.open(self.directory, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
 
     def delete(self, key: str) -> None:
         """Remove ``key``'s token file (its lock file stays: see msal-extensions)."""

@@ -170,7 +170,7 @@ def test_unwritable_directory_is_a_typed_error(tmp_path):
     """A directory that cannot be created gives TokenStoreError, not OSError."""
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(TokenStoreError, match="cannot create"):
+    with pytest.raises(TokenStoreError, match="cannot use the token directory"):
         FileTokenStore(blocker / "sub").save("k", TOKEN)
 
 
@@ -222,3 +222,14 @@ def test_repr_shows_no_token(store):
     memory = MemoryTokenStore()
     memory.save("k", TOKEN)
     assert "secret" not in repr(memory)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_directory_owned_by_another_user_is_refused(tmp_path):
+    """A token directory that belongs to someone else is not written into."""
+    directory = tmp_path / "theirs"
+    directory.mkdir(mode=0o700)
+    os.chown(directory, 12345, 12345)
+    with pytest.raises(TokenStoreError, match="another user"):
+        FileTokenStore(directory).save("k", TOKEN)
+    assert list(directory.iterdir()) == []
