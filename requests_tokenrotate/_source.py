@@ -130,13 +130,25 @@ class TokenSource:
         self.hint = hint
         self.clock = clock
         self._gate = Gate(store, key, lock_timeout)
-        self._token: Token | None = None
+        #: The token in memory and the instant it stops being usable (None:
+        #: never), computed once per token so token() only compares.
+        self._fresh: tuple[Token | None, float | None] = (None, None)
         self._warned_short = False
 
     def __repr__(self) -> str:
         return f"TokenSource(key={self.key!r}, store={self.store!r})"
 
     # -- freshness ---------------------------------------------------------
+    @property
+    def _token(self) -> Token | None:
+        return self._fresh[0]
+
+    @_token.setter
+    def _token(self, token: Token | None) -> None:
+        expires_at = None if token is None else token.expires_at
+        deadline = None if token is None or expires_at is None else expires_at - self._skew(token)
+        self._fresh = (token, deadline)
+
     def _skew(self, token: Token) -> float:
         lifetime = token.lifetime
         if self.grace is not None:
@@ -163,11 +175,9 @@ class TokenSource:
         :raises RefreshError: The token endpoint failed transiently.
         :raises LockTimeout: The refresh gate stayed busy past ``lock_timeout``.
         """
-        token = self._token
-        if token is not None:
-            expires_at = token.expires_at  # the hot path: two reads and a compare
-            if expires_at is None or expires_at - self._skew(token) > self.clock():
-                return token
+        token, deadline = self._fresh  # the hot path: one read and a compare
+        if token is not None and (deadline is None or deadline > self.clock()):
+            return token
         return self.refresh(token)
 
     def refresh(self, stale: Token | None = None) -> Token:
