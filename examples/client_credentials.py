@@ -50,15 +50,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         except rt.TokenRotateError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
-    now = time.time()
-    expires = "never" if token.expires_at is None else f"in {token.expires_at - now:.0f} s"
-    age = now - token.obtained_at
-    print(f"token for {args.key!r}: obtained {age:.0f} s ago, expires {expires}")
-    if args.resource:
-        headers = {"Authorization": f"{token.token_type} {token.access_token}"}
-        with requests.get(args.resource, headers=headers, timeout=10) as response:
-            print(f"GET {args.resource} -> {response.status_code}")
-            return 0 if response.ok else 1
+        now = time.time()
+        expires = "never" if token.expires_at is None else f"in {token.expires_at - now:.0f} s"
+        age = now - token.obtained_at
+        print(f"token for {args.key!r}: obtained {age:.0f} s ago, expires {expires}")
+        if args.resource:
+            auth = rt.TokenRotateAuth(source)  # attaches the token, refreshes on a 401
+            with requests.get(args.resource, auth=auth, timeout=10) as response:
+                print(f"GET {args.resource} -> {response.status_code}")
+                return 0 if response.ok else 1
     return 0
 
 
