@@ -10,6 +10,7 @@ import logging
 
 from ._adapter import TokenRotateAdapter, mount
 from ._auth import TokenRotateAuth
+from ._browser import login_browser
 from ._endpoint import OAuthClient
 from ._grants import (
     ClientCredentialsGrant,
@@ -17,6 +18,7 @@ from ._grants import (
     RefreshTokenGrant,
     TokenExchangeGrant,
 )
+from ._login import DeviceCode, login_device
 from ._source import RefreshPolicy, TokenSource
 from ._stores import FileTokenStore, MemoryTokenStore, TokenStore
 from ._token import Token
@@ -24,8 +26,10 @@ from .exceptions import (
     DiscoveryError,
     InvalidConfiguration,
     LockTimeout,
+    LoginError,
     NotLoggedIn,
     RefreshError,
+    RevocationError,
     TokenInvalidated,
     TokenRotateError,
     TokenStoreError,
@@ -35,17 +39,20 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ClientCredentialsGrant",
+    "DeviceCode",
     "DiscoveryError",
     "FileTokenStore",
     "InvalidConfiguration",
     "JWTBearerGrant",
     "LockTimeout",
+    "LoginError",
     "MemoryTokenStore",
     "NotLoggedIn",
     "OAuthClient",
     "RefreshError",
     "RefreshPolicy",
     "RefreshTokenGrant",
+    "RevocationError",
     "Token",
     "TokenExchangeGrant",
     "TokenInvalidated",
@@ -56,6 +63,8 @@ __all__ = [
     "TokenStore",
     "TokenStoreError",
     "__version__",
+    "login_browser",
+    "login_device",
     "mount",
 ]
 
