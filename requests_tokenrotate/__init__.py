@@ -19,12 +19,14 @@ from ._grants import (
     TokenExchangeGrant,
 )
 from ._login import DeviceCode, login_device
+from ._protocol import HeldLock, KeyLock, TokenStore
 from ._source import RefreshPolicy, TokenSource
-from ._stores import FileTokenStore, MemoryTokenStore, TokenStore
+from ._stores import FileTokenStore, MemoryTokenStore
 from ._token import Token
 from .exceptions import (
     DiscoveryError,
     InvalidConfiguration,
+    LockLost,
     LockTimeout,
     LoginError,
     NotLoggedIn,
@@ -42,8 +44,11 @@ __all__ = [
     "DeviceCode",
     "DiscoveryError",
     "FileTokenStore",
+    "HeldLock",
     "InvalidConfiguration",
     "JWTBearerGrant",
+    "KeyLock",
+    "LockLost",
     "LockTimeout",
     "LoginError",
     "MemoryTokenStore",
