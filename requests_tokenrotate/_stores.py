@@ -197,7 +197,7 @@ class FileTokenStore:
         else:
             why = f"cannot be used: {exc.strerror}"
         return TokenStoreError(
-            f"token file {path} {why}. Remove it (logout) and log in again.", path=str(path)
+            f"token file {path} {why}. Remove it and log in again.", path=str(path)
         )
 
     @staticmethod
