@@ -172,7 +172,12 @@ def read_private(path: Path, max_bytes: int = MAX_FILE_BYTES) -> bytes | None:
     except FileNotFoundError:
         return None
     with os.fdopen(fd, "rb") as handle:
-        raw = handle.read(max_bytes + 1)
+        # Ask for the size fstat saw (asking for max_bytes would allocate it),
+        # then for the rest, bounded, should the file have grown since.
+        size = min(os.fstat(fd).st_size, max_bytes)
+        raw = handle.read(size + 1)
+        if len(raw) > size:
+            raw += handle.read(max_bytes - size)
     if len(raw) > max_bytes:
         raise UnsafeFile(errno.EFBIG, f"it is larger than {max_bytes} bytes", str(path))
     return raw
