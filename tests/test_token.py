@@ -163,7 +163,16 @@ def test_expires_at_wins_over_the_jwt_exp():
 
 @pytest.mark.parametrize(
     "access_token",
-    ["zq b", "zq\r\nX-Evil: 1", "zq\nb", "zq\x00b", "zq\tb", "\x7fzq", "zq\u0442\u043e\u043a", " zq"],
+    [
+        "zq b",
+        "zq\r\nX-Evil: 1",
+        "zq\nb",
+        "zq\x00b",
+        "zq\tb",
+        "\x7fzq",
+        "zq\u0442\u043e\u043a",
+        " zq",
+    ],
 )
 def test_access_token_unfit_for_a_header_is_refused(access_token):
     """Token and from_response refuse what cannot follow 'Bearer ', never quoting it."""
