@@ -10,6 +10,7 @@ import base64
 import email.utils
 import pickle
 import socket
+import threading
 import time
 import tracemalloc
 from urllib.parse import parse_qs
@@ -279,16 +280,33 @@ def test_a_dripping_server_is_abandoned_at_the_deadline(idp, tmp_path, endpoint)
 
 
 def test_a_dripping_server_releases_the_refresh_lock_in_time(idp):
-    """A peer waiting on the lock gets the RefreshError's aftermath, not a LockTimeout."""
+    """A peer queued behind a dripping refresh gets the lock in time, not a LockTimeout."""
     idp.drip_seconds = 0.1
     client = OAuthClient(token_url=idp.token_url, client_id="cli", timeout=(2, 5), deadline=0.5)
     source = rt.TokenSource(RefreshTokenGrant(client), rt.MemoryTokenStore(), lock_timeout=1.5)
     source.login(idp.issue_tokens())
+    stale = source.token()
     idp.fail_next(1, "drip")
-    with client, pytest.raises(RefreshError, match="deadline"):
-        source.refresh(source.token())
+    outcomes = {}
+
+    def first():
+        try:
+            source.refresh(stale)
+        except RefreshError as exc:
+            outcomes["first"] = exc
+
     with client:
-        assert source.refresh(source.token()).access_token  # the refresh token was kept
+        holder = threading.Thread(target=first)
+        holder.start()
+        until = time.monotonic() + 5
+        while idp.token_calls == 0 and time.monotonic() < until:  # the holder is on the wire
+            time.sleep(0.005)
+        assert idp.token_calls == 1
+        fresh = source.refresh(stale)  # queued on the gate; LockTimeout after 1.5 s
+        holder.join(5)
+    assert "deadline" in str(outcomes["first"])
+    assert fresh.access_token != stale.access_token
+    assert idp.refresh_calls == 1
 
 
 def test_a_huge_answer_is_refused_before_reading_it(idp):
