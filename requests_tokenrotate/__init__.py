@@ -17,12 +17,14 @@ from ._grants import (
     RefreshTokenGrant,
     TokenExchangeGrant,
 )
+from ._protocol import HeldLock, KeyLock, TokenStore
 from ._source import RefreshPolicy, TokenSource
-from ._stores import FileTokenStore, MemoryTokenStore, TokenStore
+from ._stores import FileTokenStore, MemoryTokenStore
 from ._token import Token
 from .exceptions import (
     DiscoveryError,
     InvalidConfiguration,
+    LockLost,
     LockTimeout,
     NotLoggedIn,
     RefreshError,
@@ -37,8 +39,11 @@ __all__ = [
     "ClientCredentialsGrant",
     "DiscoveryError",
     "FileTokenStore",
+    "HeldLock",
     "InvalidConfiguration",
     "JWTBearerGrant",
+    "KeyLock",
+    "LockLost",
     "LockTimeout",
     "MemoryTokenStore",
     "NotLoggedIn",
