@@ -24,7 +24,8 @@ from urllib.parse import urlsplit
 
 import requests
 
-from ._endpoint import parse_json
+from ._answers import parse_json
+from ._exchange import DEADLINE, DEFAULT_DEADLINE, TOO_LARGE, exchange
 from ._files import (
     MAX_FILE_BYTES,
     private_directory,
@@ -105,7 +106,12 @@ class Discovery(PicklesWithoutLocks):
         ``no-store``, ``no-cache`` or ``max-age=0``, like ``ttl=0``, keep the
         document off the disk: it is then fetched once per process.
     :param cache_dir: Where to cache (default :func:`default_cache_dir`).
-    :param timeout: Seconds, or a ``(connect, read)`` pair, for each request.
+    :param timeout: Seconds, or a ``(connect, read)`` pair, for each socket
+        operation, clamped to the time left before the deadline.
+    :param deadline: Wall-clock seconds for fetching the document (both
+        locations, connect to last byte; default 30). A larger answer than
+        1 MiB, or one still unfinished at the deadline, is a
+        :class:`DiscoveryError`.
     :param clock: Epoch-seconds clock (tests inject one).
     :raises InvalidConfiguration: ``issuer`` is not an https (or loopback)
         URL without query or fragment.
@@ -120,6 +126,7 @@ class Discovery(PicklesWithoutLocks):
         ttl: float | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         timeout: float | tuple[float, float] = (5.0, 30.0),
+        deadline: float = DEFAULT_DEADLINE,
         clock: Callable[[], float] = time.time,
     ) -> None:
         try:
@@ -135,6 +142,7 @@ class Discovery(PicklesWithoutLocks):
         self.ttl = DEFAULT_DISCOVERY_TTL if ttl is None else float(ttl)
         self._cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.timeout = timeout
+        self.deadline = float(deadline)
         self.clock = clock
         self._lock = threading.Lock()
         # (document, expires_at); expires_at None: kept for the life of the process.
@@ -165,8 +173,11 @@ class Discovery(PicklesWithoutLocks):
             return cached[0]
         return None
 
-    def document(self, session: requests.Session) -> dict[str, Any]:
+    def document(self, session: requests.Session, *, until: float | None = None) -> dict[str, Any]:
         """The validated discovery document (memory, then disk, then network).
+
+        :param until: A :func:`time.monotonic` instant the fetch must end by
+            (default: ``deadline`` seconds from the start of the fetch).
 
         :raises DiscoveryError: It could not be fetched or is unusable. Nothing
             is cached then: the next call tries again.
@@ -187,7 +198,9 @@ class Discovery(PicklesWithoutLocks):
             if loaded is None:
                 self._failure = None
                 try:
-                    loaded = self._fetch(session)
+                    if until is None:
+                        until = time.monotonic() + self.deadline
+                    loaded = self._fetch(session, until)
                 except DiscoveryError as exc:
                     self._failure = exc.message
                     raise
@@ -198,12 +211,12 @@ class Discovery(PicklesWithoutLocks):
             self._cached = loaded
             return loaded[0]
 
-    def token_endpoint(self, session: requests.Session) -> str:
+    def token_endpoint(self, session: requests.Session, *, until: float | None = None) -> str:
         """The ``token_endpoint`` of the issuer.
 
         :raises DiscoveryError: See :meth:`document`.
         """
-        return str(self.document(session)["token_endpoint"])
+        return str(self.document(session, until=until)["token_endpoint"])
 
     def forget(self) -> None:
         """Drop the cached document (memory and disk): the next call discovers again."""
@@ -214,31 +227,38 @@ class Discovery(PicklesWithoutLocks):
         logger.debug("discovery: forgot the document of %s", self.issuer)
 
     # -- network -----------------------------------------------------------
-    def _fetch(self, session: requests.Session) -> tuple[dict[str, Any], float | None]:
+    def _fetch(
+        self, session: requests.Session, until: float
+    ) -> tuple[dict[str, Any], float | None]:
         for url in self.urls:
             logger.debug("discovery: fetching %s", url)
-            try:
-                response = session.get(
-                    url,
-                    headers={"Accept": "application/json"},
-                    timeout=self.timeout,
-                    allow_redirects=False,
-                )
-            except requests.RequestException as exc:
+            answer = exchange(
+                session, "GET", url, until=until, timeout=self.timeout,
+                headers={"Accept": "application/json"}, allow_redirects=False,
+            )  # fmt: skip
+            if answer.failure == DEADLINE:
                 raise DiscoveryError(
-                    f"discovery document {url} could not be fetched ({type(exc).__name__}); "
+                    f"discovery document {url} did not arrive within the {self.deadline:g} s "
+                    "deadline; will retry on the next call"
+                )
+            if answer.failure == TOO_LARGE:
+                raise DiscoveryError(
+                    f"discovery document {url} is larger than 1 MiB; will retry on the next call"
+                )
+            if answer.failure is not None:
+                raise DiscoveryError(
+                    f"discovery document {url} could not be fetched ({answer.detail}); "
                     "will retry on the next call"
-                ) from None
-            with response:
-                if response.status_code == 404:
-                    continue  # RFC 8414 servers need not serve the OIDC path
-                if response.status_code != 200:
-                    raise DiscoveryError(
-                        f"discovery document {url} answered {response.status_code}; "
-                        "will retry on the next call"
-                    )
-                document = self._validate(url, parse_json(response))
-                lifetime = self._lifetime(response.headers.get("Cache-Control", ""))
+                )
+            if answer.status == 404:
+                continue  # RFC 8414 servers need not serve the OIDC path
+            if answer.status != 200:
+                raise DiscoveryError(
+                    f"discovery document {url} answered {answer.status}; "
+                    "will retry on the next call"
+                )
+            document = self._validate(url, parse_json(answer.body))
+            lifetime = self._lifetime(answer.headers.get("Cache-Control", ""))
             if lifetime <= 0:
                 return document, None
             now = self.clock()

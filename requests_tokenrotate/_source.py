@@ -129,6 +129,13 @@ class TokenSource:
             raise InvalidConfiguration("grant must be callable: (stale Token | None) -> Token")
         if not isinstance(key, str) or not key:
             raise InvalidConfiguration("key must be a non-empty string")
+        deadline = getattr(grant, "deadline", None)
+        if isinstance(deadline, int | float) and not deadline < lock_timeout:
+            # A call that may outlast the lock lets peers time out waiting for it.
+            raise InvalidConfiguration(
+                f"the grant's deadline ({deadline:g} s) must be below lock_timeout "
+                f"({lock_timeout:g} s): lower OAuthClient(deadline=) or raise lock_timeout"
+            )
         if store is None:
             from ._stores import FileTokenStore
 

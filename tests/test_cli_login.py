@@ -113,7 +113,7 @@ def test_cli_logout_revoke_failure_keeps_the_token_and_says_so(idp, tmp_path):
     path = tmp_path / "t.json"
     path.write_text(json.dumps(idp.issue_tokens()))
     assert tokenrotate("login", "k", "--dir", str(tmp_path), "--file", str(path)).returncode == 0
-    idp.fail_next(1, "503", endpoint="revocation")
+    idp.fail_next(3, "503", endpoint="revocation")  # every attempt (revocation is retried)
     result = tokenrotate("logout", "k", "--revoke", *client_flags(idp, tmp_path))
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1

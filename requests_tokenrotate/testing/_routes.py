@@ -54,7 +54,7 @@ class _Routes(_TokenMint):
             mode = self._failures["discovery"].popleft() if self._failures["discovery"] else None
             overrides = dict(self.discovery_overrides)
         if mode is not None:
-            return _failure_reply(mode)
+            return _failure_reply(mode, retry_after=self.retry_after)
         issuer = self.issuer
         document: dict[str, Any] = {
             "issuer": issuer,
