@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from ._login import finish, login_params, resolve
-from ._loopback import CallbackListener
 from .exceptions import LoginError, TokenInvalidated
 
 if TYPE_CHECKING:
@@ -163,6 +162,8 @@ def login_browser(
     verifier, challenge = pkce_pair()
     callback = _Callback(secrets.token_urlsafe(32), issuer, iss_required)
     try:
+        from ._loopback import CallbackListener  # http.server: only a browser login needs it
+
         listener = CallbackListener(callback, path=redirect_path, port=port)
     except OSError as exc:
         raise LoginError(
