@@ -7,6 +7,7 @@ no user should need to import a ``_module``.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Any
 
 from ._adapter import TokenRotateAdapter, mount
 from ._auth import TokenRotateAuth
@@ -33,7 +34,13 @@ from .exceptions import (
     TokenStoreError,
 )
 
+if TYPE_CHECKING:
+    from ._postgres import PostgresTokenStore
+
 __version__ = "0.1.0"
+
+#: Public names whose modules import an optional extra: loaded on first use.
+_LAZY = {"PostgresTokenStore": "._postgres"}
 
 __all__ = [
     "ClientCredentialsGrant",
@@ -48,6 +55,7 @@ __all__ = [
     "MemoryTokenStore",
     "NotLoggedIn",
     "OAuthClient",
+    "PostgresTokenStore",
     "RefreshError",
     "RefreshPolicy",
     "RefreshTokenGrant",
@@ -63,5 +71,22 @@ __all__ = [
     "__version__",
     "mount",
 ]
+
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

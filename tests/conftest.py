@@ -264,3 +264,42 @@ def _run_refresh_workers(
 def run_refresh_workers():
     """Run N worker processes x T threads racing one key; returns what each thread saw."""
     return _run_refresh_workers
+
+
+# -- PostgreSQL: a throwaway cluster for the session ----------------------------
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL cluster of our own on 127.0.0.1 (initdb in a temporary directory).
+
+    Fails, never skips, when PostgreSQL or psycopg is missing: CI installs both.
+    """
+    sys.path.insert(0, str(HELPERS))
+    try:
+        from pg_server import PostgresServer
+    finally:
+        sys.path.remove(str(HELPERS))
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pytest.fail('psycopg is missing: pip install -e ".[test]" (it installs the postgres extra)')
+    try:
+        server = PostgresServer()
+    except (FileNotFoundError, RuntimeError) as exc:
+        pytest.fail(f"cannot run a PostgreSQL cluster for the tests: {exc}")
+    try:
+        server.start()
+        server.setup_roles()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def pg_store(postgres_server, request):
+    """A PostgresTokenStore on a table of its own (dropped at the end)."""
+    import requests_tokenrotate as rt
+
+    table = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name)[:50].lower()
+    store = rt.PostgresTokenStore(postgres_server.dsn(), table=table)
+    yield store
+    postgres_server.admin(f'DROP TABLE IF EXISTS "{table}"')
