@@ -71,6 +71,8 @@ DEFAULT_STATEMENT_TIMEOUT: Final = 10.0
 #: deadline (30 s), shorter than the gate's lock timeout (60 s).
 DEFAULT_LEASE: Final = 45.0
 
+_WAIT: Final = "SELECT pg_advisory_xact_lock(hashtext(%s), hashtext(%s))::text"
+_TRY: Final = "SELECT pg_try_advisory_xact_lock(hashtext(%s), hashtext(%s))::text"
 _HINT: Final = "log in again (or log out) to replace it"
 
 
@@ -151,7 +153,7 @@ class PostgresTokenStore(PicklesWithoutLocks):
 
             try:
                 params = conninfo_to_dict(dsn)
-            except Exception:  # noqa: BLE001  # its message quotes the DSN
+            except Exception:  # its message quotes the DSN
                 raise InvalidConfiguration("the PostgreSQL DSN is malformed") from None
             password = str(params.get("password") or "")
             self._secrets = (password, quote(password, safe="")) if password else ()
@@ -424,9 +426,8 @@ class PostgresLock:
                 "set_config('idle_in_transaction_session_timeout', %s, true)",
                 (_ms(timeout or 0.001), _ms(store.lease)),
             )
-            function = "pg_advisory_xact_lock" if timeout is not None else "pg_try_advisory_xact_lock"
             row = conn.execute(
-                f"SELECT {function}(hashtext(%s), hashtext(%s))::text",  # noqa: S608  # a constant
+                _WAIT if timeout is not None else _TRY,
                 (store.table, self.key),
             ).fetchone()
             if timeout is None and not (row and row[0] == "true"):
@@ -438,9 +439,11 @@ class PostgresLock:
     def end(self) -> None:
         """Roll back what is still open (nothing to write: the save commits)."""
         if self._open and not self._dead:
-            with contextlib.suppress(TokenStoreError, LockTimeout):
-                with self._on_session("release the refresh lock"):
-                    self._conn.rollback()
+            with (
+                contextlib.suppress(TokenStoreError, LockTimeout),
+                self._on_session("release the refresh lock"),
+            ):
+                self._conn.rollback()
         self._open = False
 
     def _reopen(self) -> None:
