@@ -276,8 +276,9 @@ class PostgresTokenStore(PicklesWithoutLocks):
                         if not self._ready:
                             self._create(conn)
             yield conn
-            with self._translated(key, doing):
-                conn.commit()  # a no-op in autocommit; ends a pool's implicit transaction
+            if not conn.closed:  # a session that ended under a lock has nothing to end
+                with self._translated(key, doing):
+                    conn.commit()  # a no-op in autocommit; ends a pool's implicit transaction
 
     def path(self, key: str) -> str:
         """How errors name ``key``'s row."""

@@ -1,8 +1,8 @@
 """``--store SPEC``: one function that turns a command-line spec into a store.
 
 A directory path (:class:`FileTokenStore`), ``postgresql://…`` or
-``postgres://…`` (:class:`PostgresTokenStore`). Each store's module is
-imported only when its scheme is used.
+``postgres://…`` (:class:`PostgresTokenStore`; a ``table=`` query parameter
+names the table). Each store's module is imported only when its scheme is used.
 """
 
 from __future__ import annotations
@@ -26,9 +26,7 @@ def store_from_spec(spec: str) -> TokenStore:
         raise InvalidConfiguration("--store needs a directory or a URL such as postgresql://…")
     lowered = spec.lower()
     if lowered.startswith(_POSTGRES):
-        from ._postgres import PostgresTokenStore
-
-        return PostgresTokenStore(spec)
+        return _postgres(spec)
     if "://" in spec:
         scheme = spec.split("://", 1)[0]
         raise InvalidConfiguration(
@@ -37,3 +35,16 @@ def store_from_spec(spec: str) -> TokenStore:
     from ._stores import FileTokenStore
 
     return FileTokenStore(spec)
+
+
+def _postgres(spec: str) -> TokenStore:
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    from ._postgres import DEFAULT_TABLE, PostgresTokenStore
+
+    parts = urlsplit(spec)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    tables = [value for name, value in query if name == "table"]
+    rest = urlencode([(name, value) for name, value in query if name != "table"])
+    dsn = urlunsplit(parts._replace(query=rest))
+    return PostgresTokenStore(dsn, table=tables[-1] if tables else DEFAULT_TABLE)

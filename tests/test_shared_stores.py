@@ -107,9 +107,8 @@ def test_holder_killed_mid_refresh_releases_the_lock(shared_store, key):
         )
         try:
             assert child.stdout.readline().strip() == "locked"
-            with pytest.raises(rt.LockTimeout):  # it is really held
-                with shared_store.store.lock(key, 0.2):
-                    pass
+            with pytest.raises(rt.LockTimeout), shared_store.store.lock(key, 0.2):
+                pass  # it is really held
             os.kill(child.pid, signal.SIGKILL)
             child.wait(10)
         finally:
