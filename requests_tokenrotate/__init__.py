@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._adapter import TokenRotateAdapter, mount
 from ._auth import TokenRotateAuth
+from ._browser import login_browser
 from ._endpoint import OAuthClient
 from ._grants import (
     ClientCredentialsGrant,
@@ -18,6 +19,7 @@ from ._grants import (
     RefreshTokenGrant,
     TokenExchangeGrant,
 )
+from ._login import DeviceCode, login_device
 from ._protocol import HeldLock, KeyLock, TokenStore
 from ._source import RefreshPolicy, TokenSource
 from ._stores import FileTokenStore, MemoryTokenStore
@@ -27,8 +29,10 @@ from .exceptions import (
     InvalidConfiguration,
     LockLost,
     LockTimeout,
+    LoginError,
     NotLoggedIn,
     RefreshError,
+    RevocationError,
     TokenInvalidated,
     TokenRotateError,
     TokenStoreError,
@@ -44,6 +48,7 @@ _LAZY = {"PostgresTokenStore": "._postgres"}
 
 __all__ = [
     "ClientCredentialsGrant",
+    "DeviceCode",
     "DiscoveryError",
     "FileTokenStore",
     "HeldLock",
@@ -52,6 +57,7 @@ __all__ = [
     "KeyLock",
     "LockLost",
     "LockTimeout",
+    "LoginError",
     "MemoryTokenStore",
     "NotLoggedIn",
     "OAuthClient",
@@ -59,6 +65,7 @@ __all__ = [
     "RefreshError",
     "RefreshPolicy",
     "RefreshTokenGrant",
+    "RevocationError",
     "Token",
     "TokenExchangeGrant",
     "TokenInvalidated",
@@ -69,9 +76,10 @@ __all__ = [
     "TokenStore",
     "TokenStoreError",
     "__version__",
+    "login_browser",
+    "login_device",
     "mount",
 ]
-
 
 
 def __getattr__(name: str) -> Any:

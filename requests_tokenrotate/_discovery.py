@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import re
-import stat
 import threading
 import time
 from collections.abc import Callable
@@ -26,7 +25,13 @@ from urllib.parse import urlsplit
 import requests
 
 from ._endpoint import parse_json
-from ._files import private_directory, write_atomically
+from ._files import (
+    MAX_FILE_BYTES,
+    private_directory,
+    read_private,
+    remove_stale_temp_files,
+    write_atomically,
+)
 from ._gate import PicklesWithoutLocks
 from ._stores import HOME_ENV
 from .exceptions import DiscoveryError, InvalidConfiguration
@@ -84,22 +89,6 @@ def default_cache_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("requests-tokenrotate", appauthor=False)) / "discovery"
-
-
-def _read_private(path: Path) -> bytes | None:
-    """The bytes of ``path`` if it is a regular file of ours; None if it is absent."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        return None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        # The cache decides where client secrets and refresh tokens are sent:
-        # never trust a file another user could have planted.
-        if not stat.S_ISREG(info.st_mode) or (hasattr(os, "getuid") and info.st_uid != os.getuid()):
-            raise ValueError("not a regular file owned by the current user")
-        return handle.read()
 
 
 class Discovery(PicklesWithoutLocks):
@@ -291,7 +280,9 @@ class Discovery(PicklesWithoutLocks):
             return None
         path = self.cache_path
         try:
-            raw = _read_private(path)
+            # The cache decides where client secrets and refresh tokens are sent:
+            # the same checks as a token file (ours, regular, one link, no FIFO).
+            raw = read_private(path, MAX_FILE_BYTES)
             if raw is None:
                 return None
             data = json.loads(raw)
@@ -301,7 +292,14 @@ class Discovery(PicklesWithoutLocks):
             # A smaller ttl than the one the file was written with applies at once.
             expires_at = min(float(data["expires_at"]), fetched_at + self.ttl)
             document = self._validate(str(path), data["document"])
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        except OSError as exc:
+            # A FIFO, socket, directory or foreign file in the way is a cache
+            # miss, never a hang: the document is fetched and the file replaced.
+            logger.warning(
+                "discovery cache %s is unusable (%s); fetching again", path, exc.strerror
+            )
+            return None
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             logger.warning(
                 "discovery cache %s is unusable (%s); fetching again", path, type(exc).__name__
             )
@@ -332,3 +330,5 @@ class Discovery(PicklesWithoutLocks):
             write_atomically(path, payload)
         except OSError as exc:
             logger.warning("could not write the discovery cache %s: %s", path, exc.strerror)
+            return
+        remove_stale_temp_files(path.parent)

@@ -8,14 +8,14 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 from urllib.parse import quote_plus
 
 import requests
 
 from ._gate import PicklesWithoutLocks
 from ._token import Token
-from .exceptions import InvalidConfiguration, RefreshError, TokenInvalidated
+from .exceptions import InvalidConfiguration, RefreshError, RevocationError, TokenInvalidated
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -78,10 +78,19 @@ class OAuthClient(PicklesWithoutLocks):
         ``$REQUESTS_TOKENROTATE_HOME/cache/discovery`` when that variable is
         set, else ``discovery`` in the platformdirs user cache directory.
     :param clock: Epoch-seconds clock (tests inject one).
+    :param authorization_url: The authorization endpoint for
+        :func:`login_browser`; default: discovered from ``issuer``.
+    :param device_authorization_url: The RFC 8628 device authorization
+        endpoint for :func:`login_device`; default: discovered.
+    :param revocation_url: The RFC 7009 revocation endpoint for
+        :meth:`revoke`; default: discovered.
     :raises InvalidConfiguration: Neither ``token_url`` nor ``issuer``, no
         ``client_id``, an unknown ``auth_method`` or one without its secret,
-        or a ``token_url`` or ``issuer`` that is not https (plain http:
+        or an endpoint URL or ``issuer`` that is not https (plain http:
         loopback only).
+
+    .. versionadded:: 0.2.0
+       ``authorization_url``, ``device_authorization_url``, ``revocation_url``.
     """
 
     _LOCKS = ("_session_lock",)
@@ -99,6 +108,9 @@ class OAuthClient(PicklesWithoutLocks):
         discovery_ttl: float | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         clock: Callable[[], float] = time.time,
+        authorization_url: str | None = None,
+        device_authorization_url: str | None = None,
+        revocation_url: str | None = None,
     ) -> None:
         if not token_url and not issuer:
             raise InvalidConfiguration("OAuthClient needs token_url or issuer")
@@ -118,6 +130,20 @@ class OAuthClient(PicklesWithoutLocks):
                 check_endpoint_url(token_url, "token_url")
             except ValueError as exc:
                 raise InvalidConfiguration(str(exc)) from None
+        given = {
+            "authorization_endpoint": authorization_url,
+            "device_authorization_endpoint": device_authorization_url,
+            "revocation_endpoint": revocation_url,
+        }
+        from ._discovery import check_endpoint_url
+
+        for name, value in given.items():
+            if value:
+                try:  # the login endpoints carry codes and tokens too
+                    check_endpoint_url(value, name)
+                except ValueError as exc:
+                    raise InvalidConfiguration(str(exc)) from None
+        self._given = {name: value for name, value in given.items() if value}
         self.token_url = token_url or None
         self.issuer = issuer or None
         self.client_id = client_id
@@ -181,6 +207,40 @@ class OAuthClient(PicklesWithoutLocks):
         assert self._discovery is not None  # noqa: S101  # set whenever token_url is None
         return self._discovery.token_endpoint(self.session)
 
+    def endpoint(self, name: str) -> str:
+        """The URL of the server endpoint ``name``: given to the constructor, else discovered.
+
+        :param name: A metadata name such as ``"authorization_endpoint"``,
+            ``"device_authorization_endpoint"`` or ``"revocation_endpoint"``.
+        :raises InvalidConfiguration: Not given, and no issuer to discover it
+            from, or the issuer does not advertise it.
+        :raises DiscoveryError: Discovery failed (retried on the next call).
+        """
+        if name == "token_endpoint":
+            return self.token_endpoint()
+        if name in self._given:
+            return self._given[name]
+        option = name.replace("_endpoint", "_url")
+        if self._discovery is None:
+            raise InvalidConfiguration(f"no {name}: pass {option}= or issuer= to OAuthClient")
+        url = self.metadata().get(name)
+        if not isinstance(url, str) or not url:
+            raise InvalidConfiguration(
+                f"issuer {self.issuer} advertises no {name}; pass {option}= to OAuthClient"
+            )
+        return url
+
+    def metadata(self) -> Mapping[str, Any]:
+        """The issuer's discovery document (discovered on first need); empty without ``issuer``.
+
+        .. versionadded:: 0.2.0
+
+        :raises DiscoveryError: Discovery failed (retried on the next call).
+        """
+        if self._discovery is None:
+            return {}
+        return self._discovery.document(self.session)
+
     def request_token(self, params: Mapping[str, str], *, grant: str | None = None) -> Token:
         """POST ``params`` to the token endpoint and return the issued token.
 
@@ -190,6 +250,67 @@ class OAuthClient(PicklesWithoutLocks):
             non-JSON bodies, a body without ``access_token``.
         """
         url = self.token_endpoint()
+        logger.debug("token endpoint call: %s (%s)", url, grant or params.get("grant_type", "?"))
+        with self._post_form(url, params, "token endpoint") as response:
+            if response.status_code == 404:
+                self._forget_discovery()
+            return self._parse(url, response)
+
+    def device_authorization(self, params: Mapping[str, str]) -> dict[str, Any]:
+        """POST an RFC 8628 §3.1 device authorization request; the JSON answer.
+
+        .. versionadded:: 0.2.0
+
+        :raises InvalidConfiguration: ``invalid_client``, ``invalid_scope``, no endpoint.
+        :raises RefreshError: A transient failure or an unusable answer.
+        """
+        url = self.endpoint("device_authorization_endpoint")
+        logger.debug("device authorization request: %s", url)
+        with self._post_form(url, params, "device authorization endpoint") as response:
+            body = parse_json(response)
+            if response.status_code == 200 and isinstance(body, dict):
+                return body
+            if response.status_code == 200:
+                raise RefreshError(
+                    f"device authorization endpoint {url} answered 200 with a body that is "
+                    "not a JSON object",
+                    status_code=200,
+                )
+            self._refuse(url, response, body, "device authorization endpoint")
+
+    def revoke(self, token: str, *, token_type_hint: str | None = None) -> None:
+        """Revoke ``token`` at the RFC 7009 revocation endpoint, with the client's authentication.
+
+        A 200 answer means revoked (RFC 7009 §2.2: also for a token the server
+        no longer knows).
+
+        .. versionadded:: 0.2.0
+
+        :param token_type_hint: ``"refresh_token"`` or ``"access_token"``.
+        :raises RevocationError: The server did not confirm (timeout, 5xx, an
+            error answer): the token may still be live.
+        :raises InvalidConfiguration: ``invalid_client``, or no revocation endpoint.
+        """
+        url = self.endpoint("revocation_endpoint")
+        params = {"token": token}
+        if token_type_hint:
+            params["token_type_hint"] = token_type_hint
+        logger.debug("revocation request: %s (%s)", url, token_type_hint or "?")
+        try:
+            with self._post_form(url, params, "revocation endpoint") as response:
+                if response.status_code == 200:
+                    return
+                self._refuse(url, response, parse_json(response), "revocation endpoint")
+        except RefreshError as exc:
+            raise RevocationError(
+                f"{exc.message}; the token may still be live at the server",
+                status_code=exc.status_code,
+                error=exc.error,
+                error_description=exc.error_description,
+            ) from None
+
+    def _post_form(self, url: str, params: Mapping[str, str], what: str) -> requests.Response:
+        """POST ``params`` with the client's authentication; transport failures as RefreshError."""
         data = dict(params)
         auth: tuple[str, str] | None = None
         if self.auth_method == "client_secret_basic":
@@ -201,10 +322,8 @@ class OAuthClient(PicklesWithoutLocks):
             if self.auth_method == "client_secret_post":
                 assert self._client_secret is not None  # noqa: S101  # checked in __init__
                 data["client_secret"] = self._client_secret
-        kind = grant or data.get("grant_type", "?")
-        logger.debug("token endpoint call: %s (%s)", url, kind)
         try:
-            response = self.session.post(
+            return self.session.post(
                 url,
                 data=data,
                 auth=auth,
@@ -213,16 +332,12 @@ class OAuthClient(PicklesWithoutLocks):
                 allow_redirects=False,  # a redirected token request could leak the grant
             )
         except requests.Timeout:
-            raise RefreshError(f"token endpoint {url} timed out; try again") from None
+            raise RefreshError(f"{what} {url} timed out; try again") from None
         except requests.RequestException as exc:
             self._forget_discovery()
             raise RefreshError(
-                f"token endpoint {url} could not be reached ({type(exc).__name__}); try again"
+                f"{what} {url} could not be reached ({type(exc).__name__}); try again"
             ) from None
-        with response:
-            if response.status_code == 404:
-                self._forget_discovery()
-            return self._parse(url, response)
 
     def _forget_discovery(self) -> None:
         # A cached document may name an endpoint that has moved: discover it
@@ -247,6 +362,11 @@ class OAuthClient(PicklesWithoutLocks):
                 raise RefreshError(
                     f"token endpoint {url} answered 200 but {exc}", status_code=status
                 ) from None
+        self._refuse(url, response, body, "token endpoint")
+
+    def _refuse(self, url: str, response: requests.Response, body: Any, what: str) -> NoReturn:
+        """Raise the typed error for an RFC 6749 §5.2 error answer (or a non-OAuth one)."""
+        status = response.status_code
         error = _short(body.get("error")) if isinstance(body, dict) else None
         description = _short(body.get("error_description")) if isinstance(body, dict) else None
         detail = f"{status} {error}" if error else str(status)
@@ -254,12 +374,12 @@ class OAuthClient(PicklesWithoutLocks):
             detail += f": {description}"
         if error == "invalid_grant" and status in (400, 401):
             raise TokenInvalidated(
-                f"token endpoint {url} rejected the grant ({detail}); log in again",
+                f"{what} {url} rejected the grant ({detail}); log in again",
                 invalidated_at=self.clock(),
             )
         if error in _CONFIG_ERRORS:
             raise InvalidConfiguration(
-                f"token endpoint {url} refused the client ({detail}); check client_id, "
+                f"{what} {url} refused the client ({detail}); check client_id, "
                 "client_secret, auth_method and scope",
                 response=response,
             )
@@ -270,7 +390,7 @@ class OAuthClient(PicklesWithoutLocks):
         else:
             hint = "the request was refused"
         raise RefreshError(
-            f"token endpoint {url} answered {detail} ({hint})",
+            f"{what} {url} answered {detail} ({hint})",
             status_code=status,
             error=error,
             error_description=description,

@@ -94,6 +94,12 @@ class _Handler(BaseHTTPRequestHandler):
                 reply = idp._handle_token(
                     self.command, body, content_type, self.headers.get("Authorization")
                 )
+            elif url.path in idp._login_paths():
+                body = b"".join(self._body(_MAX_FORM))
+                reply = idp._handle_login(
+                    self.command, url.path, url.query, body,
+                    self.headers.get("Content-Type", ""), self.headers.get("Authorization"),
+                )  # fmt: skip
             else:
                 sha, length = hashlib.sha256(), 0
                 for chunk in self._body(None):

@@ -9,8 +9,8 @@ from collections import deque
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
-from ._grants import _TokenEndpoint
 from ._http import _Server
+from ._login import _LoginEndpoints
 from ._routes import _Routes
 from ._tokens import _new_signing_key
 
@@ -36,11 +36,12 @@ _COUNTERS: Final = (
     "token_calls", "refresh_calls", "invalid_grant", "discovery_calls", "resource_calls",
     "unauthorized", "client_credentials_calls", "password_calls", "jwt_bearer_calls",
     "token_exchange_calls", "jwks_calls",
+    "device_authorizations", "device_polls", "authorizations", "revocations",
 )  # fmt: skip
-_FAIL_ENDPOINTS: Final = ("token", "discovery", "resource")
+_FAIL_ENDPOINTS: Final = ("token", "discovery", "resource", "revocation")
 
 
-class LocalIdP(_TokenEndpoint, _Routes):
+class LocalIdP(_LoginEndpoints, _Routes):
     """A loopback OAuth2/OIDC server with a protected resource, for tests and benchmarks.
 
     Example::
@@ -132,6 +133,7 @@ class LocalIdP(_TokenEndpoint, _Routes):
         self._jti_family: dict[str, int] = {}
         self._failures: dict[str, deque[str]] = {name: deque() for name in _FAIL_ENDPOINTS}
         self._flaky: dict[str, int] = {}
+        self._init_login()
 
     # -- lifecycle -----------------------------------------------------------------------
 
