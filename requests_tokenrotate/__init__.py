@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from ._adapter import TokenRotateAdapter, mount
+from ._adapter import AdapterOptions, TokenRotateAdapter, mount
 from ._auth import TokenRotateAuth
 from ._endpoint import OAuthClient
 from ._grants import (
@@ -20,6 +20,7 @@ from ._grants import (
 from ._source import RefreshPolicy, TokenSource
 from ._stores import FileTokenStore, MemoryTokenStore, TokenStore
 from ._token import Token
+from ._transport import TransportOptions
 from .exceptions import (
     DiscoveryError,
     InvalidConfiguration,
@@ -34,6 +35,7 @@ from .exceptions import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdapterOptions",
     "ClientCredentialsGrant",
     "DiscoveryError",
     "FileTokenStore",
@@ -55,6 +57,7 @@ __all__ = [
     "TokenSource",
     "TokenStore",
     "TokenStoreError",
+    "TransportOptions",
     "__version__",
     "mount",
 ]
