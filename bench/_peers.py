@@ -215,7 +215,7 @@ def ours_session(kind: str, source: Any, prefix: str) -> requests.Session:
     if kind == OURS:
         rt.mount(session, prefix, source)
     else:
-        session.auth = rt.TokenRotateAuth(source)
+        session.auth = rt.TokenRotateAuth(source, origins=prefix)
     return session
 
 
@@ -236,7 +236,7 @@ def stub_session(
         import requests_tokenrotate as rt
 
         session = requests.Session()
-        session.auth = rt.TokenRotateAuth(source)
+        session.auth = rt.TokenRotateAuth(source, origins=STUB_PREFIX)
     elif kind == STATIC:
         session = requests.Session()
         session.auth = StaticBearer(access_token)
