@@ -33,7 +33,6 @@ class AdapterOptions(TransportOptions, total=False):
     pool_block: bool
 
 
-
 class TokenRotateAdapter(HTTPAdapter):
     """An :class:`~requests.adapters.HTTPAdapter` that sends ``source``'s token.
 

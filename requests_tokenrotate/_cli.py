@@ -11,6 +11,7 @@ import configparser
 import json
 import logging
 import os
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -22,7 +23,13 @@ from ._grants import RefreshTokenGrant
 from ._source import TokenSource
 from ._stores import FileTokenStore
 from ._token import Token
-from .exceptions import InvalidConfiguration, NotLoggedIn, TokenRotateError
+from .exceptions import (
+    DiscoveryError,
+    InvalidConfiguration,
+    NotLoggedIn,
+    TokenRotateError,
+    TokenStoreError,
+)
 
 #: Where ``refresh`` reads client settings when ``--config`` is not given.
 CONFIG_ENV: Final = "REQUESTS_TOKENROTATE_CONFIG"
@@ -45,12 +52,12 @@ def _countdown(seconds: float) -> str:
     return f"{sign}{minutes}m {secs}s" if minutes else f"{sign}{secs}s"
 
 
-def _describe(store: FileTokenStore, key: str, now: float) -> dict[str, Any]:
+def _describe(store: FileTokenStore, key: str, now: float, directory: str | None) -> dict[str, Any]:
     row: dict[str, Any] = {"key": key, "path": str(store.path(key))}
     try:
         token = store.load(key)
     except TokenRotateError as exc:
-        row.update(state="unreadable", error=str(exc))
+        row.update(state="unreadable", error=f"{exc} ({_logout_hint(key, directory)})")
         return row
     if token is None:
         row.update(state="missing")
@@ -77,7 +84,7 @@ def _describe(store: FileTokenStore, key: str, now: float) -> dict[str, Any]:
 def cmd_status(args: argparse.Namespace) -> int:
     store = FileTokenStore(args.dir)
     now = time.time()
-    rows = [_describe(store, key, now) for key in store.keys()]  # noqa: SIM118  # a store, not a dict
+    rows = [_describe(store, key, now, args.dir) for key in store.keys()]  # noqa: SIM118  # a store, not a dict
     if args.json:
         print(json.dumps({"directory": str(store.directory), "keys": rows}, indent=2))
         return 0
@@ -134,8 +141,16 @@ def _client_settings(args: argparse.Namespace) -> dict[str, str]:
         parser = configparser.ConfigParser(interpolation=None)
         if not parser.read(config):
             raise InvalidConfiguration(f"cannot read the config file {config}")
-        section = args.key if parser.has_section(args.key) else "DEFAULT"
-        settings.update(parser[section])
+        if parser.has_section(args.key):
+            settings.update(parser[args.key])
+        else:
+            settings.update(parser.defaults())
+            if "client_id" not in settings and not args.client_id:
+                sections = ", ".join(f"[{name}]" for name in parser.sections()) or "none"
+                raise InvalidConfiguration(
+                    f"the config file {config} has no [{args.key}] section (it has: "
+                    f"{sections}); add one with client_id and token_url or issuer"
+                )
     for name in ("token_url", "issuer", "client_id", "client_secret_env", "auth_method", "scope"):
         value = getattr(args, name)
         if value:
@@ -190,26 +205,35 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tokenrotate", description="Inspect and manage requests-tokenrotate token stores."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="DEBUG logging (secret-free)")
+    # Also accepted after the command; SUPPRESS keeps a subcommand's default from
+    # overwriting a -v given before it.
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
     commands = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, parents=[verbose])
 
     def with_dir(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
         sub.add_argument("--dir", help="token directory (default: the platformdirs location)")
         return sub
 
-    status = with_dir(commands.add_parser("status", help="list the stored keys"))
+    status = with_dir(command("status", "list the stored keys"))
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
 
-    login = with_dir(commands.add_parser("login", help="seed KEY from a token-endpoint response"))
+    login = with_dir(command("login", "seed KEY from a token-endpoint response"))
     login.add_argument("key")
     login.add_argument("--file", help="JSON file (default: read stdin)")
     login.set_defaults(func=cmd_login)
 
-    logout = with_dir(commands.add_parser("logout", help="remove KEY"))
+    logout = with_dir(command("logout", "remove KEY"))
     logout.add_argument("key")
     logout.set_defaults(func=cmd_logout)
 
-    refresh = with_dir(commands.add_parser("refresh", help="force a gated refresh of KEY"))
+    refresh = with_dir(command("refresh", "force a gated refresh of KEY"))
     refresh.add_argument("key")
     refresh.add_argument("--config", help=f"INI file with a [KEY] section (env {CONFIG_ENV})")
     refresh.add_argument("--token-url", dest="token_url")
@@ -222,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     refresh.add_argument("--scope")
     refresh.set_defaults(func=cmd_refresh)
 
-    demo = commands.add_parser("demo", help="run workers against a loopback IdP")
+    demo = command("demo", "run workers against a loopback IdP")
     demo.add_argument("-p", "--processes", type=int, default=4)
     demo.add_argument("-t", "--threads", type=int, default=4)
     demo.add_argument("-d", "--duration", type=float, default=10.0, help="seconds")
@@ -238,17 +262,73 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    handler = _setup_logging(args.verbose)
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
     except TokenRotateError as exc:
-        print(f"tokenrotate: error: {exc}", file=sys.stderr)
+        # The error line says it all: drop the WARNING lines that led to it.
+        handler.discard()
+        print(f"tokenrotate: error: {_one_shot(exc, args)}", file=sys.stderr)
         return EXIT_ERROR
     except OSError as exc:  # a --file or --config that cannot be read
+        handler.flush()
         print(f"tokenrotate: error: {exc.strerror or exc}: {exc.filename or ''}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
+        handler.flush()
         return 130
+    handler.flush()
+    return code
+
+
+class _Held(logging.Handler):
+    """Holds WARNING records until the command ends: printed after a success,
+    dropped after an error whose one line reports the same thing."""
+
+    def __init__(self, target: logging.Handler | None) -> None:
+        super().__init__()
+        self.target = target
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.target is None:
+            return
+        self.records.append(record)
+        del self.records[:-100]  # bounded
+
+    def flush(self) -> None:
+        records, self.records = self.records, []
+        for record in records:
+            if self.target is not None:
+                self.target.handle(record)
+
+    def discard(self) -> None:
+        self.records = []
+
+
+def _setup_logging(verbose: bool) -> _Held:
+    stream = logging.StreamHandler()
+    stream.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    if verbose:  # DEBUG lines as they happen
+        logging.basicConfig(level=logging.DEBUG, handlers=[stream])
+        return _Held(None)
+    held = _Held(stream)
+    logging.basicConfig(level=logging.WARNING, handlers=[held])
+    return held
+
+
+def _one_shot(exc: TokenRotateError, args: argparse.Namespace) -> str:
+    """The error's message, worded for a command that runs once."""
+    text = str(exc)
+    if isinstance(exc, DiscoveryError):
+        # The library's "the next call retries" is for long-lived processes.
+        text = text.replace("will retry on the next call", "run the command again")
+    key = getattr(args, "key", None) or exc.key
+    if isinstance(exc, TokenStoreError) and key and exc.path and not exc.hint:
+        text = f"{text} ({_logout_hint(key, getattr(args, 'dir', None))})"
+    return text
+
+
+def _logout_hint(key: str, directory: str | None) -> str:
+    where = f" --dir {shlex.quote(directory)}" if directory else ""
+    return f"or run `tokenrotate logout {shlex.quote(key)}{where}` to remove it"

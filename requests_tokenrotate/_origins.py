@@ -24,6 +24,7 @@ Origin = tuple[str, str, int]
 
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
+
 def origin_of(url: str) -> Origin | None:
     """The (scheme, host, port) of an http(s) URL as requests connects to it, else None."""
     try:

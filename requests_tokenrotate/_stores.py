@@ -201,8 +201,7 @@ class FileTokenStore:
     def _decode(path: Path, raw: bytes) -> dict[str, Any]:
         def corrupt(why: str) -> TokenStoreError:
             return TokenStoreError(
-                f"token file {path} is {why}; log in again (or run "
-                f"`python -m requests_tokenrotate logout KEY`) to replace it",
+                f"token file {path} is {why}; log in again to replace it",
                 path=str(path),
             )
 

@@ -437,9 +437,10 @@ class Transport:
             self.forget_on_redirect(retry, new, allows)
         if retry.status_code in self.refresh_on:
             logger.debug("%s: %s again after the refresh; returning it", key, retry.status_code)
-            if retry.status_code == 401 or bearer_error(
-                retry.headers.get("WWW-Authenticate")
-            ) == "invalid_token":
+            if (
+                retry.status_code == 401
+                or bearer_error(retry.headers.get("WWW-Authenticate")) == "invalid_token"
+            ):
                 self._rejected = (new.access_token, self.source.clock())
         return retry
 
