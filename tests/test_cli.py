@@ -219,3 +219,46 @@ def test_refresh_discovery_failure_does_not_promise_a_next_call(tmp_path, python
     assert "discovery" in done.stderr
     assert "next call" not in done.stderr
     assert len(done.stderr.splitlines()) == 1
+
+
+#: Installed by the test extra only; the demo must not need any of them.
+TEST_ONLY = ("pytest", "responses", "requests_toolbelt", "cryptography", "mypy", "django", "hvac")
+
+BLOCKER = f"""
+import sys
+
+class _Blocker:
+    blocked = {TEST_ONLY!r}
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in self.blocked:
+            raise ModuleNotFoundError(f"{{name}} is blocked: not a core dependency", name=name)
+        return None
+
+sys.meta_path.insert(0, _Blocker())
+"""
+
+
+def test_demo_needs_only_the_core_dependencies(tmp_path, python):
+    """`python -m requests_tokenrotate demo` runs with every test-only package unimportable."""
+    (tmp_path / "sitecustomize.py").write_text(BLOCKER)  # also loaded by the worker processes
+    env = {
+        "PYTHONPATH": str(tmp_path),
+        "PATH": "/usr/bin:/bin",
+        "REQUESTS_TOKENROTATE_HOME": str(tmp_path / "home"),
+    }
+    probe = subprocess.run(
+        [python, "-c", "import pytest"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert "blocked" in probe.stderr  # the blocker is really in place
+    done = subprocess.run(
+        [python, "-m", "requests_tokenrotate", "demo", "-p", "2", "-t", "2", "-d", "1", "-q"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "all invariants held" in done.stdout
+    assert "blocked" not in done.stderr
