@@ -17,13 +17,15 @@ from ._grants import (
     RefreshTokenGrant,
     TokenExchangeGrant,
 )
+from ._protocol import HeldLock, KeyLock, TokenStore
 from ._source import RefreshPolicy, TokenSource
-from ._stores import FileTokenStore, MemoryTokenStore, TokenStore
+from ._stores import FileTokenStore, MemoryTokenStore
 from ._token import Token
 from ._transport import TransportOptions
 from .exceptions import (
     DiscoveryError,
     InvalidConfiguration,
+    LockLost,
     LockTimeout,
     NotLoggedIn,
     RefreshError,
@@ -39,8 +41,11 @@ __all__ = [
     "ClientCredentialsGrant",
     "DiscoveryError",
     "FileTokenStore",
+    "HeldLock",
     "InvalidConfiguration",
     "JWTBearerGrant",
+    "KeyLock",
+    "LockLost",
     "LockTimeout",
     "MemoryTokenStore",
     "NotLoggedIn",

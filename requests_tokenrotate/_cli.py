@@ -331,4 +331,4 @@ def _one_shot(exc: TokenRotateError, args: argparse.Namespace) -> str:
 
 def _logout_hint(key: str, directory: str | None) -> str:
     where = f" --dir {shlex.quote(directory)}" if directory else ""
-    return f"or run `tokenrotate logout {shlex.quote(key)}{where}` to remove it"
+    return f"to log out: `tokenrotate logout {shlex.quote(key)}{where}`"

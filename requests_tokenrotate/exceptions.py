@@ -11,6 +11,7 @@ already handles requests' errors handles ours too::
         +-- DiscoveryError          the OIDC discovery document could not be used
         +-- TokenStoreError         the store is unreadable or corrupt (.path)
         +-- LockTimeout             the refresh lock stayed busy past its timeout
+        |   +-- LockLost            a lease ran out under its holder: nothing was sent or saved
         +-- InvalidConfiguration    (also a ValueError) bad arguments, invalid_client
 
 Messages name the key, the endpoint and the OAuth ``error`` code; they never
@@ -26,6 +27,7 @@ from requests.exceptions import RequestException
 __all__ = [
     "DiscoveryError",
     "InvalidConfiguration",
+    "LockLost",
     "LockTimeout",
     "NotLoggedIn",
     "RefreshError",
@@ -154,6 +156,15 @@ class TokenStoreError(TokenRotateError):
 
 class LockTimeout(TokenRotateError):
     """The per-key refresh lock stayed busy past its timeout."""
+
+
+class LockLost(LockTimeout):
+    """The refresh lock was lost (a lease expired) or the key changed under it.
+
+    Raised before a token-endpoint call that could not finish inside the
+    lease (no call is made), and by a compare-and-set save that found a newer
+    token (nothing is written). Try again: the next holder re-reads the store.
+    """
 
 
 class InvalidConfiguration(TokenRotateError, ValueError):

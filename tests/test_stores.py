@@ -89,7 +89,7 @@ def test_derived_keys_with_slashes_are_distinct(store):
         (b"", "empty"),
         (b"   \n", "empty"),
         (b'{"version": 1, "key": "k", "token": {"access_tok', "not valid JSON"),
-        (b"[1, 2]", "not a token file"),
+        (b"[1, 2]", "not a token document"),
         (b'{"version": 1, "token": {"access_token": "a", "expires_at": NaN}}', "not valid JSON"),
         (b"[" * 100000 + b"]" * 100000, "not valid JSON"),
         (b'{"version": 1, "token": {"access_token": 5}}', "corrupt"),
