@@ -4,7 +4,7 @@ Every client is a :class:`requests.Session` (or subclass) that attaches a bearer
 token to requests under one prefix and refreshes it with a refresh-token grant:
 
 * ``requests-tokenrotate``: ``rt.mount(session, prefix, source)``;
-* ``requests-tokenrotate (auth=)``: ``session.auth = rt.TokenRotateAuth(source)``;
+* ``requests-tokenrotate (auth=)``: ``session.auth = rt.TokenRotateAuth(source, origins=prefix)``;
 * ``requests-oauthlib``: ``OAuth2Session(client_id, token=..., auto_refresh_url=...,
   auto_refresh_kwargs={"client_id": ...}, token_updater=cb)``. Its refresh body holds
   no ``client_id`` unless given in ``auto_refresh_kwargs`` (requests_oauthlib/
