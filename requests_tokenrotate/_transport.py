@@ -363,6 +363,19 @@ class Transport:
         self._rejected = (sent.access_token, now)  # one more refresh now, then wait again
         return False
 
+    def record_retry(self, retry: Response, new: Token) -> None:
+        """Note the answer to the one resend made with ``new``, a just-refreshed token.
+
+        If it says ``new`` is stale too, the server rejects even fresh tokens:
+        ``new`` is not refreshed again within the cooldown (see :meth:`is_stale`).
+        """
+        status = retry.status_code
+        if status not in self.refresh_on:
+            return
+        logger.debug("%s: %s again after the refresh; returning it", self.source.key, status)
+        if status == 401 or bearer_error(retry.headers.get("WWW-Authenticate")) == "invalid_token":
+            self._rejected = (new.access_token, self.source.clock())
+
     def forget_on_redirect(
         self, response: Response, sent: Token, allows: Callable[[str], bool]
     ) -> None:
@@ -435,13 +448,7 @@ class Transport:
         retry.history.append(response)
         if retry.is_redirect:
             self.forget_on_redirect(retry, new, allows)
-        if retry.status_code in self.refresh_on:
-            logger.debug("%s: %s again after the refresh; returning it", key, retry.status_code)
-            if (
-                retry.status_code == 401
-                or bearer_error(retry.headers.get("WWW-Authenticate")) == "invalid_token"
-            ):
-                self._rejected = (new.access_token, self.source.clock())
+        self.record_retry(retry, new)
         return retry
 
     def _refresh_after(self, response: Response, sent: Token) -> Token:
