@@ -7,9 +7,11 @@ no user should need to import a ``_module``.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from ._adapter import AdapterOptions, TokenRotateAdapter, mount
 from ._auth import TokenRotateAuth
+from ._browser import login_browser
 from ._endpoint import OAuthClient
 from ._grants import (
     ClientCredentialsGrant,
@@ -17,6 +19,7 @@ from ._grants import (
     RefreshTokenGrant,
     TokenExchangeGrant,
 )
+from ._login import DeviceCode, login_device
 from ._protocol import HeldLock, KeyLock, TokenStore
 from ._source import RefreshPolicy, TokenSource
 from ._stores import FileTokenStore, MemoryTokenStore
@@ -27,32 +30,59 @@ from .exceptions import (
     InvalidConfiguration,
     LockLost,
     LockTimeout,
+    LoginError,
     NotLoggedIn,
     RefreshError,
+    RevocationError,
     TokenInvalidated,
     TokenRotateError,
     TokenStoreError,
 )
 
+if TYPE_CHECKING:
+    from ._keyring import KeyringTokenStore
+
 __version__ = "0.1.0"
+
+#: Stores whose backend library is an extra: imported on first use only.
+_LAZY = {"KeyringTokenStore": "._keyring"}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 __all__ = [
     "AdapterOptions",
     "ClientCredentialsGrant",
+    "DeviceCode",
     "DiscoveryError",
     "FileTokenStore",
     "HeldLock",
     "InvalidConfiguration",
     "JWTBearerGrant",
     "KeyLock",
+    "KeyringTokenStore",
     "LockLost",
     "LockTimeout",
+    "LoginError",
     "MemoryTokenStore",
     "NotLoggedIn",
     "OAuthClient",
     "RefreshError",
     "RefreshPolicy",
     "RefreshTokenGrant",
+    "RevocationError",
     "Token",
     "TokenExchangeGrant",
     "TokenInvalidated",
@@ -64,6 +94,8 @@ __all__ = [
     "TokenStoreError",
     "TransportOptions",
     "__version__",
+    "login_browser",
+    "login_device",
     "mount",
 ]
 

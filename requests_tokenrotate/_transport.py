@@ -10,7 +10,6 @@ a replayable body once. :class:`TokenRotateAdapter` and
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypedDict
@@ -24,7 +23,7 @@ from ._body import rewind
 from ._challenges import bearer_error, is_token
 from ._origins import Origin, origin_of, parse_origins, show_origin
 from ._source import RefreshPolicy
-from ._token import fingerprint
+from ._token import HEADER_SAFE, fingerprint
 from .exceptions import InvalidConfiguration, LockTimeout, RefreshError, TokenRotateError
 
 if TYPE_CHECKING:
@@ -66,9 +65,6 @@ _REDIRECTS: Final = frozenset(REDIRECT_STATI)
 _MAX_VERDICTS: Final = 512
 _MAX_ISSUED: Final = 16
 _DRAIN_CHUNK: Final = 16 * 1024
-# What may follow "Bearer " in a header: visible ASCII and obs-text, no
-# whitespace or control characters (a CR or LF would split the header).
-_HEADER_SAFE: Final = re.compile(r"[\x21-\x7e\x80-\xff]+")
 
 
 class TransportOptions(TypedDict, total=False):
@@ -246,7 +242,7 @@ class Transport:
         if cached is not None and cached[0] is token:
             return cached[1]
         access = token.access_token
-        if _HEADER_SAFE.fullmatch(access) is None:
+        if HEADER_SAFE.fullmatch(access) is None:
             # requests' InvalidHeader would quote the value, that is, the token.
             raise InvalidConfiguration(
                 f"the access token for {self.source.key!r} (fingerprint "
