@@ -30,13 +30,13 @@ def test_every_error_is_a_requests_exception_and_exported():
 
 
 def test_importing_the_package_defers_heavy_imports():
-    """A fresh `import requests_tokenrotate` loads neither portalocker, jwt nor platformdirs."""
+    """A fresh `import requests_tokenrotate` loads neither portalocker, jwt, platformdirs nor httpx."""
     import subprocess
     import sys
 
     code = (
         "import sys, requests_tokenrotate; "
-        "print(sorted(m for m in ('portalocker', 'jwt', 'platformdirs', 'redis') if m in sys.modules))"
+        "print(sorted(m for m in ('portalocker', 'jwt', 'platformdirs', 'redis', 'httpx', 'anyio') if m in sys.modules))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
