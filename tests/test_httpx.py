@@ -73,12 +73,12 @@ def test_errors_are_ours_and_httpx_errors(clocked_idp, make_source, asynchronous
         async with httpx.AsyncClient(auth=auth) as client:
             await client.get(idp.resource_url)
 
+    def send_sync() -> None:
+        with httpx.Client(auth=auth) as client:
+            client.get(idp.resource_url)
+
     with pytest.raises(httpx.RequestError) as caught:
-        if asynchronous:
-            asyncio.run(send_async())
-        else:
-            with httpx.Client(auth=auth) as client:
-                client.get(idp.resource_url)
+        asyncio.run(send_async()) if asynchronous else send_sync()
     error = caught.value
     assert isinstance(error, rt.TokenInvalidated)
     assert isinstance(error, requests.RequestException)
