@@ -52,6 +52,7 @@ def against(idp, tmp_path):
         ("legacy_script.py", "5 calls, statuses [200]"),
         ("vendor_sdk.py", "hvac read 3 secrets"),
         ("parallel_workers.py", "8 workers, statuses [200]"),
+        ("httpx_async.py", "32 tasks, statuses [200]"),
     ],
 )
 def test_example_refreshes_an_expired_token_once(idp, python, against, name, expected):
@@ -99,7 +100,14 @@ def test_oidc_discovery_is_lazy(idp, python, against, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "name", ["legacy_script.py", "streaming_upload.py", "oidc_discovery.py", "non_oauth_refresh.py"]
+    "name",
+    [
+        "legacy_script.py",
+        "streaming_upload.py",
+        "oidc_discovery.py",
+        "non_oauth_refresh.py",
+        "httpx_async.py",
+    ],
 )
 def test_example_runs_self_contained(python, name):
     """With no arguments, each example starts its own loopback server and succeeds."""
