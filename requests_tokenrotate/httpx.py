@@ -64,6 +64,7 @@ __all__ = ["TokenRotateAuth"]
 logger = logging.getLogger(__name__)
 
 _FlightKey = tuple[str, int]
+_MAX_VERDICTS: Final = 512
 
 
 class TokenRotateAuth(httpx.Auth):
@@ -135,6 +136,7 @@ class TokenRotateAuth(httpx.Auth):
             scheme=scheme,
             cooldown=cooldown,
         )
+        self._verdicts: dict[tuple[str, bytes, int | None], bool] = {}
         # Per event loop: the refreshes in flight, by what they replace.
         self._flights: anyio.lowlevel.RunVar[dict[_FlightKey, _Flight]] = anyio.lowlevel.RunVar(
             f"tokenrotate-flights-{id(self):x}"
@@ -151,7 +153,7 @@ class TokenRotateAuth(httpx.Auth):
     # -- the sync flow ---------------------------------------------------------------
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
         transport = self._transport
-        if not transport.is_allowed(str(request.url)):
+        if not self._is_allowed(request.url):
             yield request
             return
         replayable = isinstance(request.stream, httpx.ByteStream)
@@ -176,7 +178,7 @@ class TokenRotateAuth(httpx.Auth):
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
         transport = self._transport
-        if not transport.is_allowed(str(request.url)):
+        if not self._is_allowed(request.url):
             yield request
             return
         replayable = isinstance(request.stream, httpx.ByteStream)
@@ -237,6 +239,17 @@ class TokenRotateAuth(httpx.Auth):
         return flight.token
 
     # -- decisions shared by both flows --------------------------------------------------
+    def _is_allowed(self, url: httpx.URL) -> bool:
+        """:meth:`Transport.is_allowed`, cached by the URL's parsed scheme, host and port."""
+        key = (url.scheme, url.raw_host, url.port)  # cheaper than str(url)
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            verdict = self._transport.is_allowed(str(url))
+            if len(self._verdicts) >= _MAX_VERDICTS:
+                self._verdicts = {}
+            self._verdicts[key] = verdict
+        return verdict
+
     def _is_stale(self, response: httpx.Response, sent: Token) -> bool:
         """True if ``response`` (the last hop) came from an allowed origin with ``sent`` and
         says it is stale; else strips the token from a redirect that was not followed."""
@@ -246,7 +259,7 @@ class TokenRotateAuth(httpx.Auth):
         hop = response.request
         value = transport.header_value(sent)
         if (
-            transport.is_allowed(str(hop.url))
+            self._is_allowed(hop.url)
             and hop.headers.get(transport.header) == value
             and transport.is_stale_answer(
                 response.status_code, response.headers.get("WWW-Authenticate"), sent
@@ -262,7 +275,7 @@ class TokenRotateAuth(httpx.Auth):
         transport = self._transport
         if (
             following is not None
-            and not transport.is_allowed(str(following.url))
+            and not self._is_allowed(following.url)
             and following.headers.get(transport.header) == value
         ):
             del following.headers[transport.header]
