@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import selectors
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -223,7 +227,7 @@ def _no_real_user_directories(tmp_path_factory, monkeypatch):
 
 
 def _run_refresh_workers(
-    directory, token_url, *, processes, threads, client_id="cli", key="default"
+    directory, token_url, *, processes, threads, client_id="cli", key="default", store=None
 ):
     """Start worker processes (tests/helpers/refresh_worker.py), release them together, collect."""
     command = [
@@ -234,6 +238,7 @@ def _run_refresh_workers(
         f"--client-id={client_id}",
         f"--key={key}",
         f"--threads={threads}",
+        *([f"--store={store}"] if store else []),
     ]
     children = [
         subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -264,3 +269,201 @@ def _run_refresh_workers(
 def run_refresh_workers():
     """Run N worker processes x T threads racing one key; returns what each thread saw."""
     return _run_refresh_workers
+
+
+# -- PostgreSQL: a throwaway cluster for the session ----------------------------
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL cluster of our own on 127.0.0.1 (initdb in a temporary directory).
+
+    Fails, never skips, when PostgreSQL or psycopg is missing: CI installs both.
+    """
+    sys.path.insert(0, str(HELPERS))
+    try:
+        from pg_server import PostgresServer
+    finally:
+        sys.path.remove(str(HELPERS))
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pytest.fail('psycopg is missing: pip install -e ".[test]" (it installs the postgres extra)')
+    try:
+        server = PostgresServer()
+    except (FileNotFoundError, RuntimeError) as exc:
+        pytest.fail(f"cannot run a PostgreSQL cluster for the tests: {exc}")
+    try:
+        server.start()
+        server.setup_roles()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def pg_store(postgres_server, request):
+    """A PostgresTokenStore on a table of its own (dropped at the end)."""
+    import requests_tokenrotate as rt
+
+    table = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name)[:50].lower()
+    store = rt.PostgresTokenStore(postgres_server.dsn(), table=table)
+    yield store
+    postgres_server.admin(f'DROP TABLE IF EXISTS "{table}"')
+
+
+class Fleet:
+    """Worker processes (tests/helpers/store_worker.py) grouped in "hosts" sharing one store.
+
+    Each host has its own HOME and REQUESTS_TOKENROTATE_HOME: only the store
+    spec and the IdP are common.
+    """
+
+    def __init__(self, base: Path, spec: str, token_url: str, key: str) -> None:
+        self.base = base
+        self.spec = spec
+        self.token_url = token_url
+        self.key = key
+        self.children: list[subprocess.Popen] = []
+
+    def start(self, *, hosts: int, processes: int, threads: int, duration: float = 0.0) -> float:
+        """Start the workers, release them together; returns when (time.time()) they went."""
+        import os
+
+        for host in range(hosts):
+            home = self.base / f"host{host}"
+            home.mkdir(parents=True, exist_ok=True)
+            env = {**os.environ, "HOME": str(home), "REQUESTS_TOKENROTATE_HOME": str(home / "rt")}
+            command = [
+                sys.executable, str(HELPERS / "store_worker.py"), f"--store={self.spec}",
+                f"--token-url={self.token_url}", f"--key={self.key}", f"--threads={threads}",
+                f"--duration={duration}",
+            ]  # fmt: skip
+            self.children += [
+                subprocess.Popen(
+                    command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+                )
+                for _ in range(processes)
+            ]
+        for child in self.children:  # a barrier across processes: all ready, then go
+            assert _read_line(child.stdout, 60).strip() == "ready"
+        went = time.time()
+        for child in self.children:
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        return went
+
+    def results(self, timeout: float = 120) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        out = []
+        for child in self.children:
+            line = _read_line(child.stdout, max(deadline - time.monotonic(), 0.1))
+            assert line, "a worker did not report in time"
+            out.append(json.loads(line))
+        return out
+
+    def close(self) -> None:
+        for child in self.children:
+            if child.poll() is None:
+                child.kill()
+            child.wait(10)
+            for stream in (child.stdin, child.stdout):
+                if stream and not stream.closed:
+                    stream.close()
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    """Make a Fleet(spec, token_url, key); every worker is stopped at the end."""
+    made: list[Fleet] = []
+
+    def make(spec: str, token_url: str, key: str = "default") -> Fleet:
+        made.append(Fleet(tmp_path / "hosts", spec, token_url, key))
+        return made[-1]
+
+    yield make
+    for one in made:
+        one.close()
+
+
+# -- hostile files: what another process (or user) can put at a private path ----
+#: What can sit at a file path and make a careless ``open`` block or misbehave.
+HOSTILE_KINDS = ("fifo", "socket", "directory")
+
+
+def _plant(path: Path, kind: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "fifo":
+        os.mkfifo(path, 0o600)
+    elif kind == "directory":
+        path.mkdir(mode=0o700)
+    else:
+        # AF_UNIX paths are limited to ~108 bytes: bind relative to the directory.
+        here = os.getcwd()
+        os.chdir(path.parent)
+        try:
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.bind(path.name)
+        finally:
+            os.chdir(here)
+
+
+@pytest.fixture(params=HOSTILE_KINDS)
+def plant(request):
+    """Put a FIFO, a bound AF_UNIX socket or a directory at a path (parametrised)."""
+
+    def plant_at(path: Path) -> None:
+        _plant(path, request.param)
+
+    plant_at.kind = request.param
+    return plant_at
+
+
+@pytest.fixture
+def bounded():
+    """``bounded(call)``: call's result (or exception), or a failure if it blocks 10 s.
+
+    A call stuck opening a FIFO is released afterwards by opening the FIFOs
+    passed as ``release=`` from the other side, so no thread stays blocked.
+    """
+
+    def run(call, *, release=(), seconds=10.0):
+        outcome: dict = {}
+
+        def target():
+            try:
+                outcome["value"] = call()
+            except BaseException as exc:
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=target, daemon=True)
+        thread.start()
+        thread.join(seconds)
+        if thread.is_alive():
+            for fifo in release:
+                with contextlib.suppress(OSError):
+                    os.close(os.open(fifo, os.O_RDWR | os.O_NONBLOCK))
+            thread.join(seconds)
+            pytest.fail(f"blocked for more than {seconds} s")
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome.get("value")
+
+    return run
+
+# -- a real Secret Service (issue: KeyringTokenStore) --------------------------
+@pytest.fixture(scope="session")
+def secret_service(tmp_path_factory):
+    """A private D-Bus session with gnome-keyring-daemon, unlocked; stopped at the end."""
+    from helpers.secret_service import SecretService
+
+    service = SecretService(tmp_path_factory.mktemp("secret-service"))
+    service.start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def keychain(secret_service, monkeypatch):
+    """The environment of this test (and its children) points at the real Secret Service."""
+    for name, value in secret_service.env.items():
+        monkeypatch.setenv(name, value)
+    return secret_service
