@@ -46,8 +46,9 @@ def seed_expired(directory, idp, key="default") -> rt.Token:
     return expired
 
 
-def file_source(directory, idp, key="default", **kwargs) -> rt.TokenSource:
-    client = rt.OAuthClient(token_url=idp.token_url, client_id="cli")
+def file_source(directory, idp, key="default", *, deadline=None, **kwargs) -> rt.TokenSource:
+    extra = {} if deadline is None else {"deadline": deadline}
+    client = rt.OAuthClient(token_url=idp.token_url, client_id="cli", **extra)
     return rt.TokenSource(rt.RefreshTokenGrant(client), rt.FileTokenStore(directory), key, **kwargs)
 
 
@@ -221,7 +222,7 @@ def test_cancelled_waiters_leave_the_gate_usable(tmp_path):
     """Cancelling every task mid-refresh (the one that started it too) holds no lock."""
     with LocalIdP(token_latency=0.5) as idp:
         seed_expired(tmp_path, idp)
-        source = file_source(tmp_path, idp, lock_timeout=5)
+        source = file_source(tmp_path, idp, lock_timeout=5, deadline=3)
         auth = TokenRotateAuth(source, origins=idp.url)
 
         async def main() -> int:
