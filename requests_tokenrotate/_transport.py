@@ -375,17 +375,17 @@ class Transport:
         self._rejected = (sent.access_token, now)  # one more refresh now, then wait again
         return False
 
-    def record_retry(self, retry: Response, new: Token) -> None:
-        """Note the answer to the one resend made with ``new``, a just-refreshed token.
+    def record_retry(self, status: int, challenge: str | None, new: Token) -> None:
+        """Note the answer (status, ``WWW-Authenticate``) to the one resend made with
+        ``new``, a just-refreshed token.
 
         If it says ``new`` is stale too, the server rejects even fresh tokens:
         ``new`` is not refreshed again within the cooldown (see :meth:`is_stale`).
         """
-        status = retry.status_code
         if status not in self.refresh_on:
             return
         logger.debug("%s: %s again after the refresh; returning it", self.source.key, status)
-        if status == 401 or bearer_error(retry.headers.get("WWW-Authenticate")) == "invalid_token":
+        if status == 401 or bearer_error(challenge) == "invalid_token":
             self._rejected = (new.access_token, self.source.clock())
 
     def forget_on_redirect(
@@ -460,7 +460,7 @@ class Transport:
         retry.history.append(response)
         if retry.is_redirect:
             self.forget_on_redirect(retry, new, allows)
-        self.record_retry(retry, new)
+        self.record_retry(retry.status_code, retry.headers.get("WWW-Authenticate"), new)
         return retry
 
     def _refresh_after(self, response: Response, sent: Token) -> Token:

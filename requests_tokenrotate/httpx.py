@@ -153,8 +153,8 @@ class TokenRotateAuth(httpx.Auth):
     # -- the sync flow ---------------------------------------------------------------
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
         transport = self._transport
-        if not self._is_allowed(request.url):
-            yield request
+        if not self._is_allowed(request.url) or transport.has_callers_header(request.headers):
+            yield request  # another origin, or the caller's own credential: as it is
             return
         replayable = isinstance(request.stream, httpx.ByteStream)
         try:
@@ -178,8 +178,8 @@ class TokenRotateAuth(httpx.Auth):
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
         transport = self._transport
-        if not self._is_allowed(request.url):
-            yield request
+        if not self._is_allowed(request.url) or transport.has_callers_header(request.headers):
+            yield request  # another origin, or the caller's own credential: as it is
             return
         replayable = isinstance(request.stream, httpx.ByteStream)
         try:
@@ -318,12 +318,8 @@ class TokenRotateAuth(httpx.Auth):
 
     def _after_retry(self, retry: httpx.Response, new: Token) -> None:
         transport = self._transport
-        if retry.status_code in transport.refresh_on:
-            logger.debug(
-                "%s: %s again after the refresh; returning it",
-                transport.source.key,
-                retry.status_code,
-            )
+        # A resource that rejects even the fresh token: not refreshed again within the cooldown.
+        transport.record_retry(retry.status_code, retry.headers.get("WWW-Authenticate"), new)
         if retry.next_request is not None:
             self._forget_on_redirect(retry, transport.header_value(new))
 

@@ -88,17 +88,23 @@ class Shell:
         future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         return future.result(CALL_TIMEOUT)
 
-    def request(self, method: str, url: str, *, body=None, stream=False, params=None) -> Answer:
+    def request(
+        self, method: str, url: str, *, body=None, stream=False, params=None, headers=None
+    ) -> Answer:
         if self.kind.startswith("requests"):
             data = chunks() if stream else body
-            with self.session.request(method, url, data=data, params=params, timeout=10) as r:
+            with self.session.request(
+                method, url, data=data, params=params, headers=headers, timeout=10
+            ) as r:
                 return Answer(r.status_code, [h.status_code for h in r.history], r.content)
         if self.kind == "httpx-sync":
             content = chunks() if stream else body
-            r = self.client.request(method, url, content=content, params=params)
+            r = self.client.request(method, url, content=content, params=params, headers=headers)
             return Answer(r.status_code, [h.status_code for h in r.history], r.content)
         content = achunks() if stream else body
-        r = self._run(self.aclient.request(method, url, content=content, params=params))
+        r = self._run(
+            self.aclient.request(method, url, content=content, params=params, headers=headers)
+        )
         return Answer(r.status_code, [h.status_code for h in r.history], r.content)
 
     def many(self, n: int, url: str) -> list[int]:
@@ -203,6 +209,41 @@ def test_always_401_returns_the_second_without_a_loop(shell, clocked_idp, make_s
         assert (answer.status, answer.history) == (401, [401])
         assert len(server.requests) == 2
     assert clocked_idp.refresh_calls == 1
+
+
+def test_a_resource_rejecting_every_token_costs_one_refresh_per_cooldown(
+    shell, clocked_idp, make_source, clock
+):
+    """20 GETs to a resource that answers 401 to any token: one refresh, not 20."""
+    with ChallengeServer(lambda headers: False) as server:
+        client = shell(make_source(clocked_idp), server.url)
+        statuses = [client.request("GET", server.url + "/x").status for _ in range(20)]
+        assert statuses == [401] * 20
+        assert clocked_idp.refresh_calls == 1
+        assert len(server.requests) == 21  # one resend, after the one refresh
+        clock.advance(DEFAULT_COOLDOWN + 1)
+        assert client.request("GET", server.url + "/x").status == 401
+        assert clocked_idp.refresh_calls == 2
+
+
+@pytest.mark.parametrize(
+    ("options", "header", "value"),
+    [
+        ({}, "Authorization", "Bearer the-callers-own"),
+        ({}, "Authorization", "Basic dXNlcjpwYXNz"),
+        ({"header": "X-Api-Key", "scheme": ""}, "X-Api-Key", "callers-key"),
+    ],
+)
+def test_a_header_the_caller_set_is_sent_as_is_and_never_refreshed(
+    shell, clocked_idp, make_source, options, header, value
+):
+    """headers= on an allowed origin wins over our token, and its 401 spends no refresh."""
+    with ChallengeServer(lambda headers: False) as server:
+        client = shell(make_source(clocked_idp), server.url, **options)
+        answer = client.request("GET", server.url + "/x", headers={header: value})
+        assert (answer.status, answer.history) == (401, [])
+        assert [r["headers"].get(header.lower()) for r in server.requests] == [value]
+    assert clocked_idp.refresh_calls == 0
 
 
 # -- bodies that cannot be replayed -------------------------------------------------------
