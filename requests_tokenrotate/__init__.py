@@ -7,6 +7,7 @@ no user should need to import a ``_module``.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 from ._adapter import TokenRotateAdapter, mount
 from ._auth import TokenRotateAuth
@@ -48,6 +49,7 @@ __all__ = [
     "MemoryTokenStore",
     "NotLoggedIn",
     "OAuthClient",
+    "RedisTokenStore",
     "RefreshError",
     "RefreshPolicy",
     "RefreshTokenGrant",
@@ -63,5 +65,26 @@ __all__ = [
     "__version__",
     "mount",
 ]
+
+#: Public names whose module imports an optional backend: loaded on first use.
+_LAZY = {"RedisTokenStore": "._redis"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+if _TYPE_CHECKING:
+    from ._redis import RedisTokenStore
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
