@@ -15,14 +15,17 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from ._endpoint import OAuthClient
 from ._grants import RefreshTokenGrant
 from ._source import TokenSource
-from ._stores import FileTokenStore
+from ._storespec import describe, store_from_spec
 from ._token import Token
 from .exceptions import InvalidConfiguration, NotLoggedIn, TokenRotateError
+
+if TYPE_CHECKING:
+    from ._protocol import TokenStore
 
 #: Where ``refresh`` reads client settings when ``--config`` is not given.
 CONFIG_ENV: Final = "REQUESTS_TOKENROTATE_CONFIG"
@@ -45,8 +48,14 @@ def _countdown(seconds: float) -> str:
     return f"{sign}{minutes}m {secs}s" if minutes else f"{sign}{secs}s"
 
 
-def _describe(store: FileTokenStore, key: str, now: float) -> dict[str, Any]:
-    row: dict[str, Any] = {"key": key, "path": str(store.path(key))}
+def _store(args: argparse.Namespace) -> TokenStore:
+    """``--store`` (a directory or a redis:// URL), else ``--dir``, else the default."""
+    return store_from_spec(args.store or args.dir)
+
+
+def _describe(store: TokenStore, key: str, now: float) -> dict[str, Any]:
+    path = getattr(store, "path", None)
+    row: dict[str, Any] = {"key": key, "path": str(path(key)) if callable(path) else None}
     try:
         token = store.load(key)
     except TokenRotateError as exc:
@@ -75,13 +84,14 @@ def _describe(store: FileTokenStore, key: str, now: float) -> dict[str, Any]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    store = FileTokenStore(args.dir)
+    store = _store(args)
     now = time.time()
     rows = [_describe(store, key, now) for key in store.keys()]  # noqa: SIM118  # a store, not a dict
     if args.json:
-        print(json.dumps({"directory": str(store.directory), "keys": rows}, indent=2))
+        where = describe(store)
+        print(json.dumps({"directory": where, "store": where, "keys": rows}, indent=2))
         return 0
-    print(f"store: {store.directory}")
+    print(f"store: {describe(store)}")
     if not rows:
         print("no tokens stored")
         return 0
@@ -107,7 +117,7 @@ def cmd_login(args: argparse.Namespace) -> int:
         token = Token.from_response(data)
     except ValueError as exc:
         raise InvalidConfiguration(f"cannot log in: {exc}") from None
-    source = TokenSource(_no_grant, FileTokenStore(args.dir), args.key)
+    source = TokenSource(_no_grant, _store(args), args.key)
     source.login(token)
     expiry = "unknown" if token.expires_at is None else _countdown(token.expires_at - time.time())
     print(
@@ -122,7 +132,7 @@ def _reject(name: str) -> Any:
 
 
 def cmd_logout(args: argparse.Namespace) -> int:
-    TokenSource(_no_grant, FileTokenStore(args.dir), args.key).logout()
+    TokenSource(_no_grant, _store(args), args.key).logout()
     print(f"logged out {args.key!r}")
     return 0
 
@@ -164,7 +174,7 @@ def cmd_refresh(args: argparse.Namespace) -> int:
         client_secret=secret,
         auth_method=settings.get("auth_method"),
     )
-    store = FileTokenStore(args.dir)
+    store = _store(args)
     source = TokenSource(RefreshTokenGrant(client, scope=settings.get("scope")), store, args.key)
     token = source.refresh(store.load(args.key))
     expiry = "unknown" if token.expires_at is None else _countdown(token.expires_at - time.time())
@@ -194,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     def with_dir(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
         sub.add_argument("--dir", help="token directory (default: the platformdirs location)")
+        sub.add_argument(
+            "--store",
+            metavar="SPEC",
+            help="a token directory, or redis://[:password@]host[:port][/db] (rediss:// for TLS)",
+        )
         return sub
 
     status = with_dir(commands.add_parser("status", help="list the stored keys"))
