@@ -105,7 +105,8 @@ def test_holder_killed_mid_refresh_frees_the_key_after_its_lease(redis_url, tmp_
     assert counters["invalid_grant"] == 0
     assert waited < lease + 10
     after = store.load("default")  # whole: decodes, and is the refresh the others made
-    assert after is not None and not after.is_same(before)
+    assert after is not None
+    assert not after.is_same(before)
     assert after.refresh_token != before.refresh_token
 
 
@@ -169,9 +170,11 @@ def test_redis_restart_mid_run_only_typed_errors_and_the_credential_survives(
                 assert held.remaining() > 0  # the lease itself survived (AOF)
             results = [r for child in children for r in fleet.collect(child)]
         counters = idp.counters()
-    assert after.is_same(before) and after.refresh_token == before.refresh_token
+    assert after.is_same(before)
+    assert after.refresh_token == before.refresh_token
     errors = {r["error"] for r in results if "error" in r}
-    assert errors and errors <= TYPED_OUTAGE
+    assert errors
+    assert errors <= TYPED_OUTAGE
     assert {r.get("status") for r in results if "error" not in r} == {200}
     assert counters["invalid_grant"] == 0
     last = max(results, key=lambda r: r["start"])
