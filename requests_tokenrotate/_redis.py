@@ -298,11 +298,13 @@ class RedisTokenStore:
         if not self.wait_replicas:
             return
         with self._errors("wait for the replicas", key):
-            acked = int(self._client.wait(self.wait_replicas, int(self.timeout * 1000)))
+            # WAIT blocks in Redis: keep it inside the socket timeout (half of timeout).
+            window = self.timeout * 0.4
+            acked = int(self._client.wait(self.wait_replicas, int(window * 1000)))
         if acked < self.wait_replicas:
             raise TokenStoreError(
                 f"{self!r}: the token for {key!r} reached only {acked} of "
-                f"{self.wait_replicas} replicas within {self.timeout:g} s",
+                f"{self.wait_replicas} replicas within {window:g} s",
                 path=self.token_key(key),
             )
 

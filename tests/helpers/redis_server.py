@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ def _free_port() -> int:
 class RedisServer:
     """One redis-server process; :meth:`stop` and :meth:`start` keep its port and data."""
 
-    def __init__(self, directory: Path, *extra: str) -> None:
+    def __init__(self, directory: Path, *extra: str, tls: tuple[Path, Path] | None = None) -> None:
         binary = os.environ.get("REDIS_SERVER") or shutil.which("redis-server") or DEFAULT_BINARY
         if not Path(binary).is_file():
             raise RuntimeError(
@@ -37,17 +38,33 @@ class RedisServer:
         self.directory = directory
         self.port = _free_port()
         self.extra = extra
+        self.tls = tls
         self.process: subprocess.Popen[bytes] | None = None
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.url = f"{'rediss' if tls else 'redis'}://127.0.0.1:{self.port}/0"
 
     def __repr__(self) -> str:
         return f"RedisServer({self.url!r})"
 
     def start(self) -> RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
+        ports = ["--port", str(self.port)]
+        if self.tls:  # TLS only: the plain port is off
+            cert, key = self.tls
+            ports = [
+                "--port",
+                "0",
+                "--tls-port",
+                str(self.port),
+                "--tls-cert-file",
+                str(cert),
+                "--tls-key-file",
+                str(key),
+                "--tls-auth-clients",
+                "no",
+            ]
         command = [
             self.binary,
-            "--port", str(self.port),
+            *ports,
             "--bind", "127.0.0.1",
             "--dir", str(self.directory),
             "--save", "",
@@ -71,8 +88,13 @@ class RedisServer:
     def ping(self) -> bool:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1) as conn:
+                if self.tls:
+                    context = ssl.create_default_context(cafile=str(self.tls[0]))
+                    with context.wrap_socket(conn, server_hostname="127.0.0.1") as secure:
+                        secure.sendall(b"PING\r\n")
+                        return secure.recv(64)[:1] in (b"+", b"-")  # PONG or NOAUTH
                 conn.sendall(b"PING\r\n")
-                return conn.recv(64).startswith(b"+PONG")
+                return conn.recv(64)[:1] in (b"+", b"-")
         except OSError:
             return False
 
