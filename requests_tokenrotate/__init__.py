@@ -7,10 +7,11 @@ no user should need to import a ``_module``.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 from ._adapter import TokenRotateAdapter, mount
 from ._auth import TokenRotateAuth
+from ._browser import login_browser
 from ._endpoint import OAuthClient
 from ._grants import (
     ClientCredentialsGrant,
@@ -18,6 +19,7 @@ from ._grants import (
     RefreshTokenGrant,
     TokenExchangeGrant,
 )
+from ._login import DeviceCode, login_device
 from ._protocol import HeldLock, KeyLock, TokenStore
 from ._source import RefreshPolicy, TokenSource
 from ._stores import FileTokenStore, MemoryTokenStore
@@ -27,25 +29,52 @@ from .exceptions import (
     InvalidConfiguration,
     LockLost,
     LockTimeout,
+    LoginError,
     NotLoggedIn,
     RefreshError,
+    RevocationError,
     TokenInvalidated,
     TokenRotateError,
     TokenStoreError,
 )
 
+if TYPE_CHECKING:
+    from ._keyring import KeyringTokenStore
+    from ._redis import RedisTokenStore
+
 __version__ = "0.1.0"
+
+#: Stores whose backend library is an extra: imported on first use only.
+_LAZY = {"KeyringTokenStore": "._keyring", "RedisTokenStore": "._redis"}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 __all__ = [
     "ClientCredentialsGrant",
+    "DeviceCode",
     "DiscoveryError",
     "FileTokenStore",
     "HeldLock",
     "InvalidConfiguration",
     "JWTBearerGrant",
     "KeyLock",
+    "KeyringTokenStore",
     "LockLost",
     "LockTimeout",
+    "LoginError",
     "MemoryTokenStore",
     "NotLoggedIn",
     "OAuthClient",
@@ -53,6 +82,7 @@ __all__ = [
     "RefreshError",
     "RefreshPolicy",
     "RefreshTokenGrant",
+    "RevocationError",
     "Token",
     "TokenExchangeGrant",
     "TokenInvalidated",
@@ -63,28 +93,9 @@ __all__ = [
     "TokenStore",
     "TokenStoreError",
     "__version__",
+    "login_browser",
+    "login_device",
     "mount",
 ]
-
-#: Public names whose module imports an optional backend: loaded on first use.
-_LAZY = {"RedisTokenStore": "._redis"}
-
-
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
-
-
-if _TYPE_CHECKING:
-    from ._redis import RedisTokenStore
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -25,6 +25,7 @@ from .exceptions import (
 )
 
 if TYPE_CHECKING:
+    from ._endpoint import OAuthClient
     from ._grants import Grant
     from ._protocol import HeldLock, TokenStore
 
@@ -128,6 +129,13 @@ class TokenSource:
             raise InvalidConfiguration("grant must be callable: (stale Token | None) -> Token")
         if not isinstance(key, str) or not key:
             raise InvalidConfiguration("key must be a non-empty string")
+        deadline = getattr(grant, "deadline", None)
+        if isinstance(deadline, int | float) and not deadline < lock_timeout:
+            # A call that may outlast the lock lets peers time out waiting for it.
+            raise InvalidConfiguration(
+                f"the grant's deadline ({deadline:g} s) must be below lock_timeout "
+                f"({lock_timeout:g} s): lower OAuthClient(deadline=) or raise lock_timeout"
+            )
         if store is None:
             from ._stores import FileTokenStore
 
@@ -402,11 +410,38 @@ class TokenSource:
         logger.debug("%s: logged in with token %s", self.key, fingerprint(token.access_token))
         return token
 
-    def logout(self) -> None:
-        """Forget the key's token, in memory and in the store."""
+    def logout(self, *, revoke: bool = False, client: OAuthClient | None = None) -> None:
+        """Forget the key's token, in memory and in the store.
+
+        :param revoke: First revoke the stored refresh token, then the access
+            token, at the server's RFC 7009 revocation endpoint (under the
+            key's gate, so no peer can rotate the refresh token meanwhile). If
+            the server does not confirm, the local copy is **kept**, so that
+            revoking can be tried again (without it, nothing could ever revoke
+            the server-side token), and the error is raised.
+        :param client: The client to revoke with; default: the grant's.
+        :raises RevocationError: The server did not confirm (network, 5xx):
+            the token may still be live; nothing was removed.
+        :raises InvalidConfiguration: ``revoke`` without a client or a
+            revocation endpoint, or the server refused the client.
+        :raises TokenStoreError: ``revoke`` and the stored token is unreadable.
+
+        .. versionadded:: 0.2.0
+           ``revoke`` and ``client``.
+        """
         with self._gate.threads() as deadline, self._gate.processes(deadline) as held:
-            with contextlib.suppress(TokenStoreError):
-                held.load()
+            if revoke:
+                from ._login import revoke_token
+
+                stored = held.load()  # unreadable: raised, nothing to revoke or remove
+                if stored is not None:
+                    try:
+                        revoke_token(client or getattr(self.grant, "client", None), stored)
+                    except TokenRotateError as exc:
+                        raise exc.for_key(self.key, self.hint) from None
+            else:
+                with contextlib.suppress(TokenStoreError):
+                    held.load()
             held.delete()
             self._token = None
             self._unsaved = None

@@ -7,7 +7,6 @@ import errno
 import hashlib
 import logging
 import os
-import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +15,18 @@ from typing import Any, Final
 from urllib.parse import quote, unquote
 
 from . import _codec
-from ._files import TEMP_PREFIX, private_directory, write_atomically
+from ._files import (
+    MAX_FILE_BYTES,
+    TEMP_PREFIX,
+    UnsafeFile,
+    list_private,
+    open_private,
+    private_directory,
+    read_private,
+    remove_private,
+    remove_stale_temp_files,
+    write_atomically,
+)
 from ._gate import PicklesWithoutLocks
 from ._protocol import KeyLock
 from ._token import Token
@@ -96,7 +106,8 @@ def default_directory() -> Path:
 
 
 def _nofollow_opener(path: str, flags: int) -> int:
-    return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), 0o600)
+    # The checks of every private file: no symlink, no FIFO (O_NONBLOCK), ours, one link.
+    return open_private(path, flags)
 
 
 class FileTokenStore:
@@ -139,41 +150,33 @@ class FileTokenStore:
     # -- reading -----------------------------------------------------------
     def _read(self, path: Path) -> _codec.Stored | None:
         try:
-            fd = os.open(
-                path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-            )
-        except FileNotFoundError:
-            return None
+            raw = read_private(path, MAX_FILE_BYTES)
+        except UnsafeFile as exc:
+            raise self._unsafe(exc, path) from None
         except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise TokenStoreError(
-                    f"token file {path} is a symbolic link; refusing to follow it. "
-                    "Remove the link and log in again.",
-                    path=str(path),
-                ) from None
             raise TokenStoreError(
                 f"cannot read token file {path}: {exc.strerror}", path=str(path)
             ) from None
-        with os.fdopen(fd, "rb") as handle:
-            info = os.fstat(handle.fileno())
-            self._check_owner(path, info)
-            raw = handle.read()
+        if raw is None:
+            return None
         return _codec.decode(raw, path=str(path))
 
-    def _check_owner(self, path: Path, info: os.stat_result) -> None:
-        if not stat.S_ISREG(info.st_mode):
-            raise TokenStoreError(f"token file {path} is not a regular file", path=str(path))
-        if not hasattr(os, "getuid"):
-            return
-        if info.st_uid != os.getuid():
-            raise TokenStoreError(
-                f"token file {path} belongs to another user; refusing to use it. "
-                "Remove it and log in again.",
-                path=str(path),
+    @staticmethod
+    def _unsafe(exc: UnsafeFile, path: Path | None = None) -> TokenStoreError:
+        """The error for a token file (or its directory) that must not be used."""
+        if path is None or exc.filename != str(path):
+            return TokenStoreError(
+                f"token directory {exc.filename}: {exc.strerror}; refusing to use it. "
+                f"Use a directory of your own (or set ${HOME_ENV}).",
+                path=str(exc.filename),
             )
-        if info.st_mode & 0o077:
-            logger.warning("token file %s was readable by others; set it to 0600", path)
-            os.chmod(path, 0o600, follow_symlinks=False)
+        if exc.errno == errno.ELOOP:
+            why = "is a symbolic link; refusing to follow it"
+        else:
+            why = f"cannot be used: {exc.strerror}"
+        return TokenStoreError(
+            f"token file {path} {why}. Remove it and log in again.", path=str(path)
+        )
 
     def load(self, key: str) -> Token | None:
         """The token stored for ``key``, or None.
@@ -186,9 +189,14 @@ class FileTokenStore:
     def keys(self) -> list[str]:
         """Every key with a token file, as it was given to :meth:`save`."""
         try:
-            names = sorted(os.listdir(self.directory))
-        except FileNotFoundError:
-            return []
+            names = sorted(list_private(self.directory))
+        except UnsafeFile as exc:
+            raise self._unsafe(exc) from None
+        except OSError as exc:
+            raise TokenStoreError(
+                f"cannot list the token directory {self.directory}: {exc.strerror}",
+                path=str(self.directory),
+            ) from None
         keys = []
         for name in names:
             if not name.endswith(_SUFFIX):
@@ -217,11 +225,25 @@ class FileTokenStore:
             raise TokenStoreError(
                 f"cannot write token file {path}: {exc.strerror}", path=str(path)
             ) from None
+        remove_stale_temp_files(self.directory)
 
     def delete(self, key: str) -> None:
-        """Remove ``key``'s token file (its lock file stays: see msal-extensions)."""
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path(key))
+        """Remove ``key``'s token file (its lock file stays: see msal-extensions),
+        and temp files an interrupted save left behind.
+
+        :raises TokenStoreError: The file cannot be removed, or the directory
+            belongs to another user.
+        """
+        path = self.path(key)
+        try:
+            remove_private(path)
+        except UnsafeFile as exc:
+            raise self._unsafe(exc, path) from None
+        except OSError as exc:
+            raise TokenStoreError(
+                f"cannot remove token file {path}: {exc.strerror}", path=str(path)
+            ) from None
+        remove_stale_temp_files(self.directory)
 
     # -- the cross-process gate ---------------------------------------------
     @contextlib.contextmanager

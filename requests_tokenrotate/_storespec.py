@@ -2,7 +2,8 @@
 
 A directory path is a :class:`~requests_tokenrotate.FileTokenStore`;
 ``redis://``, ``rediss://`` and ``unix://`` URLs a
-:class:`~requests_tokenrotate.RedisTokenStore`. Each backend's module is
+:class:`~requests_tokenrotate.RedisTokenStore`; ``keyring:SERVICE`` a
+:class:`~requests_tokenrotate.KeyringTokenStore`. Each backend's module is
 imported only when its scheme is used.
 """
 
@@ -30,6 +31,11 @@ def store_from_spec(spec: str | None) -> TokenStore:
 
     if not spec:
         return FileTokenStore()
+    if spec.startswith("keyring:") and not spec.startswith("keyring://"):
+        from ._keyring import KeyringTokenStore
+
+        service = spec[len("keyring:") :]
+        return KeyringTokenStore(service) if service else KeyringTokenStore()
     match = _SCHEME.match(spec)
     if match is None:
         return FileTokenStore(spec)
@@ -39,7 +45,8 @@ def store_from_spec(spec: str | None) -> TokenStore:
 
         return RedisTokenStore(spec)
     raise InvalidConfiguration(
-        f"unknown store scheme {scheme}://; use a directory path or a redis:// / rediss:// URL"
+        f"unknown store scheme {scheme}://; use a directory path, a redis:// or "
+        "rediss:// URL, or keyring:SERVICE"
     )
 
 

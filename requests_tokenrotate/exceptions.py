@@ -8,6 +8,8 @@ already handles requests' errors handles ours too::
         +-- NotLoggedIn             nothing stored for the key: log in
         +-- TokenInvalidated        the refresh credential was rejected: log in again
         +-- RefreshError            transient token-endpoint failure: try again later
+        |   +-- RevocationError     the server did not confirm a revocation (RFC 7009)
+        +-- LoginError              a login did not complete: denied, expired, bad callback
         +-- DiscoveryError          the OIDC discovery document could not be used
         +-- TokenStoreError         the store is unreadable or corrupt (.path)
         +-- LockTimeout             the refresh lock stayed busy past its timeout
@@ -29,8 +31,10 @@ __all__ = [
     "InvalidConfiguration",
     "LockLost",
     "LockTimeout",
+    "LoginError",
     "NotLoggedIn",
     "RefreshError",
+    "RevocationError",
     "TokenInvalidated",
     "TokenRotateError",
     "TokenStoreError",
@@ -134,6 +138,40 @@ class RefreshError(TokenRotateError):
         **kwargs: Any,
     ) -> None:
         self.status_code = status_code
+        self.error = error
+        self.error_description = error_description
+        super().__init__(message, **kwargs)
+
+
+class RevocationError(RefreshError):
+    """The revocation endpoint (RFC 7009) did not confirm that a token is revoked.
+
+    The token may still be live at the server; :meth:`TokenSource.logout` keeps
+    the local copy then, so that revoking can be tried again.
+
+    .. versionadded:: 0.2.0
+    """
+
+
+class LoginError(TokenRotateError):
+    """A device or browser login did not complete; nothing was stored.
+
+    :ivar error: The OAuth ``error`` code (``access_denied``, ``expired_token``,
+        ``invalid_grant``, ...) or one of ours: ``state_mismatch``,
+        ``issuer_mismatch``, ``timeout``.
+    :ivar error_description: The server's ``error_description``, if any.
+
+    .. versionadded:: 0.2.0
+    """
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        error: str | None = None,
+        error_description: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         self.error = error
         self.error_description = error_description
         super().__init__(message, **kwargs)

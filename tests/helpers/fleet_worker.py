@@ -9,7 +9,7 @@ one JSON line with every outcome.
 ``--pause-at lock|load``: after the store's ``lock()`` returns (or after the
 held lock's ``load()``), print ``paused`` and wait for a line on stdin: the
 parent stops or kills the process exactly there, with no sleeps.
-``--deadline``: the token call's deadline the gate demands of the lease.
+``--deadline``: OAuthClient's deadline, which the gate demands of the lease.
 ``--wrap``: use the store through a wrapper that only delegates.
 """
 
@@ -91,19 +91,6 @@ class Pausing(Delegating):
                 yield PausingHeld(held)
 
 
-class Bounded:
-    """The refresh grant with a declared call deadline (what the lease must cover)."""
-
-    requires_token = True
-
-    def __init__(self, grant, deadline: float) -> None:
-        self.grant = grant
-        self.deadline = deadline
-
-    def __call__(self, stale):
-        return self.grant(stale)
-
-
 def build_store(args) -> rt.TokenStore:
     if args.store.startswith(("redis://", "rediss://")):
         store = rt.RedisTokenStore(args.store, lease=args.lease, timeout=args.redis_timeout)
@@ -140,10 +127,12 @@ def main() -> None:
             format=f"%(relativeCreated)d {os.getpid()} %(name)s %(message)s",
         )
 
-    client = rt.OAuthClient(token_url=args.token_url, client_id=args.client_id, timeout=(5, 10))
-    grant = rt.RefreshTokenGrant(client)
+    deadline = {} if args.deadline is None else {"deadline": args.deadline}
+    client = rt.OAuthClient(
+        token_url=args.token_url, client_id=args.client_id, timeout=(5, 10), **deadline
+    )
     source = rt.TokenSource(
-        grant if args.deadline is None else Bounded(grant, args.deadline),
+        rt.RefreshTokenGrant(client),
         build_store(args),
         args.key,
         lock_timeout=args.lock_timeout,
