@@ -154,6 +154,7 @@ def test_redis_restart_mid_run_only_typed_errors_and_the_credential_survives(
         store = rt.RedisTokenStore(url, lease=30)
         seed(idp, store)
         options = {"resource": idp.resource_url, "lock_timeout": 3, "redis_timeout": 1.0}
+        options["deadline"] = 2.0  # below lock_timeout, as TokenSource demands
         with Fleet(tmp_path, url, idp.token_url, **options) as fleet:
             children = [fleet.spawn(h, threads=2, duration=9, interval=0.1) for h in (0, 1)]
             for child in children:
