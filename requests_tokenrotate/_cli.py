@@ -14,21 +14,22 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from ._endpoint import OAuthClient
 from ._grants import RefreshTokenGrant
 from ._source import TokenSource
-from ._storespec import describe, store_from_spec
+from ._stores import FileTokenStore
+from ._storespec import store_from_spec
 from ._token import Token
 from .exceptions import InvalidConfiguration, NotLoggedIn, TokenRotateError, TokenStoreError
 
+#: Where ``refresh`` reads client settings when ``--config`` is not given.
 if TYPE_CHECKING:
     from ._protocol import TokenStore
 
-#: Where ``refresh`` reads client settings when ``--config`` is not given.
 CONFIG_ENV: Final = "REQUESTS_TOKENROTATE_CONFIG"
 EXIT_ERROR: Final = 1
 _CLIENT_OPTIONS: Final = (
@@ -54,17 +55,32 @@ def _countdown(seconds: float) -> str:
 
 
 def _store(args: argparse.Namespace) -> TokenStore:
-    """``--store`` (a directory or a redis:// URL), else ``--dir``, else the default."""
-    return store_from_spec(args.store or args.dir)
+    if args.store and args.dir:
+        raise InvalidConfiguration("pass --store or --dir, not both")
+    return store_from_spec(args.store) if args.store else FileTokenStore(args.dir)
 
 
-def _describe(store: TokenStore, key: str, now: float) -> dict[str, Any]:
-    path = getattr(store, "path", None)
-    row: dict[str, Any] = {"key": key, "path": str(path(key)) if callable(path) else None}
-    try:
-        token = store.load(key)
-    except TokenRotateError as exc:
-        row.update(state="unreadable", error=str(exc))
+def _entries(store: TokenStore) -> Iterator[tuple[str, Token | TokenRotateError | None]]:
+    """Every key with its token (or its error); in one query if the store can."""
+    items = getattr(store, "items", None)
+    if callable(items):
+        yield from items()
+        return
+    for key in store.keys():  # noqa: SIM118  # a store, not a dict
+        try:
+            yield key, store.load(key)
+        except TokenRotateError as exc:
+            yield key, exc
+
+
+def _describe(
+    store: TokenStore, key: str, token: Token | TokenRotateError | None, now: float
+) -> dict[str, Any]:
+    row: dict[str, Any] = {"key": key}
+    if isinstance(store, FileTokenStore):
+        row["path"] = str(store.path(key))
+    if isinstance(token, TokenRotateError):
+        row.update(state="unreadable", error=str(token))
         return row
     if token is None:
         row.update(state="missing")
@@ -91,12 +107,24 @@ def _describe(store: TokenStore, key: str, now: float) -> dict[str, Any]:
 def cmd_status(args: argparse.Namespace) -> int:
     store = _store(args)
     now = time.time()
-    rows = [_describe(store, key, now) for key in store.keys()]  # noqa: SIM118  # a store, not a dict
+    rows = [_describe(store, key, token, now) for key, token in _entries(store)]
+    describe = getattr(store, "describe", None)  # e.g. the keychain backend in use
+    if isinstance(store, FileTokenStore):
+        where = str(store.directory)
+    else:
+        where = describe() if callable(describe) else repr(store)
     if args.json:
-        where = describe(store)
-        print(json.dumps({"directory": where, "store": where, "keys": rows}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "directory" if isinstance(store, FileTokenStore) else "store": where,
+                    "keys": rows,
+                },
+                indent=2,
+            )
+        )
         return 0
-    print(f"store: {describe(store)}")
+    print(f"store: {where}")
     if not rows:
         print("no tokens stored")
         return 0
@@ -283,8 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--store",
             metavar="SPEC",
-            help="a token directory, redis://[:password@]host[:port][/db] (rediss:// for TLS) "
-            "or keyring:SERVICE",
+            help="the store: a directory, or postgresql://user@host/db (password from "
+            "PGPASSWORD or ~/.pgpass)",
         )
         return sub
 

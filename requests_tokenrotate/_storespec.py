@@ -1,56 +1,64 @@
-"""``store_from_spec``: the store a command-line ``--store SPEC`` names.
+"""``--store SPEC``: one function that turns a command-line spec into a store.
 
-A directory path is a :class:`~requests_tokenrotate.FileTokenStore`;
-``redis://``, ``rediss://`` and ``unix://`` URLs a
-:class:`~requests_tokenrotate.RedisTokenStore`; ``keyring:SERVICE`` a
-:class:`~requests_tokenrotate.KeyringTokenStore`. Each backend's module is
-imported only when its scheme is used.
+A directory path (:class:`FileTokenStore`), ``postgresql://…`` or
+``postgres://…`` (:class:`PostgresTokenStore`; a ``table=`` query parameter
+names the table), ``redis://…``, ``rediss://…`` or ``unix://…``
+(:class:`RedisTokenStore`), ``keyring:SERVICE`` (:class:`KeyringTokenStore`). Each
+store's module is imported only when its scheme is used.
 """
 
 from __future__ import annotations
 
-import re
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 from .exceptions import InvalidConfiguration
 
 if TYPE_CHECKING:
     from ._protocol import TokenStore
 
-REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_POSTGRES = ("postgresql://", "postgres://")
+_REDIS = ("redis://", "rediss://", "unix://")
 
 
-def store_from_spec(spec: str | None) -> TokenStore:
-    """The store ``spec`` names (None or ``""``: the default token directory).
+def store_from_spec(spec: str) -> TokenStore:
+    """The store ``spec`` names.
 
-    :raises InvalidConfiguration: An unknown URL scheme, or the backend's
-        library is not installed.
+    :raises InvalidConfiguration: An empty spec or an unknown URL scheme.
     """
-    from ._stores import FileTokenStore
-
     if not spec:
-        return FileTokenStore()
-    if spec.startswith("keyring:") and not spec.startswith("keyring://"):
-        from ._keyring import KeyringTokenStore
-
-        service = spec[len("keyring:") :]
-        return KeyringTokenStore(service) if service else KeyringTokenStore()
-    match = _SCHEME.match(spec)
-    if match is None:
-        return FileTokenStore(spec)
-    scheme = match.group(1).lower()
-    if scheme in REDIS_SCHEMES:
+        raise InvalidConfiguration(
+            "--store needs a directory or a URL such as postgresql://… or redis://…"
+        )
+    lowered = spec.lower()
+    if lowered.startswith(_POSTGRES):
+        return _postgres(spec)
+    if lowered.startswith(_REDIS):
         from ._redis import RedisTokenStore
 
         return RedisTokenStore(spec)
-    raise InvalidConfiguration(
-        f"unknown store scheme {scheme}://; use a directory path, a redis:// or "
-        "rediss:// URL, or keyring:SERVICE"
-    )
+    if lowered.startswith("keyring:"):
+        from ._keyring import KeyringTokenStore
+
+        return KeyringTokenStore(spec.partition(":")[2] or "requests-tokenrotate")
+    if "://" in spec:
+        scheme = spec.split("://", 1)[0]
+        raise InvalidConfiguration(
+            f"--store: unknown scheme {scheme!r}; use a directory, postgresql://…, "
+            "redis://… or rediss://…"
+        )
+    from ._stores import FileTokenStore
+
+    return FileTokenStore(spec)
 
 
-def describe(store: TokenStore) -> str:
-    """Where ``store`` keeps its tokens, for humans (no password)."""
-    directory = getattr(store, "directory", None)
-    return str(directory) if directory is not None else repr(store)
+def _postgres(spec: str) -> TokenStore:
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    from ._postgres import DEFAULT_TABLE, PostgresTokenStore
+
+    parts = urlsplit(spec)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    tables = [value for name, value in query if name == "table"]
+    rest = urlencode([(name, value) for name, value in query if name != "table"])
+    dsn = urlunsplit(parts._replace(query=rest))
+    return PostgresTokenStore(dsn, table=tables[-1] if tables else DEFAULT_TABLE)
