@@ -232,7 +232,7 @@ def test_bad_arguments_are_configuration_errors():
     for kwargs in ({}, {"lease": 0}, {"timeout": -1}, {"wait_replicas": -1}):
         with pytest.raises(rt.InvalidConfiguration):
             rt.RedisTokenStore(**({"url": "redis://127.0.0.1:1"} if kwargs else {}), **kwargs)
-    with pytest.raises(rt.InvalidConfiguration, match="unknown store scheme"):
+    with pytest.raises(rt.InvalidConfiguration, match="unknown scheme"):
         store_from_spec("mongodb://x")
     with pytest.raises(rt.InvalidConfiguration, match=r"redis://u:\*\*\*@"):
         rt.RedisTokenStore("redis://u:hunter2@127.0.0.1:notaport/0")
