@@ -42,11 +42,16 @@ from .exceptions import (
 if TYPE_CHECKING:
     from ._keyring import KeyringTokenStore
     from ._postgres import PostgresTokenStore
+    from ._redis import RedisTokenStore
 
 __version__ = "0.1.0"
 
 #: Public names whose modules import an optional extra: loaded on first use.
-_LAZY = {"KeyringTokenStore": "._keyring", "PostgresTokenStore": "._postgres"}
+_LAZY = {
+    "KeyringTokenStore": "._keyring",
+    "PostgresTokenStore": "._postgres",
+    "RedisTokenStore": "._redis",
+}
 
 __all__ = [
     "AdapterOptions",
@@ -66,6 +71,7 @@ __all__ = [
     "NotLoggedIn",
     "OAuthClient",
     "PostgresTokenStore",
+    "RedisTokenStore",
     "RefreshError",
     "RefreshPolicy",
     "RefreshTokenGrant",

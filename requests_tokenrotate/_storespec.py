@@ -2,7 +2,8 @@
 
 A directory path (:class:`FileTokenStore`), ``postgresql://…`` or
 ``postgres://…`` (:class:`PostgresTokenStore`; a ``table=`` query parameter
-names the table), ``keyring:SERVICE`` (:class:`KeyringTokenStore`). Each
+names the table), ``redis://…``, ``rediss://…`` or ``unix://…``
+(:class:`RedisTokenStore`), ``keyring:SERVICE`` (:class:`KeyringTokenStore`). Each
 store's module is imported only when its scheme is used.
 """
 
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from ._protocol import TokenStore
 
 _POSTGRES = ("postgresql://", "postgres://")
+_REDIS = ("redis://", "rediss://", "unix://")
 
 
 def store_from_spec(spec: str) -> TokenStore:
@@ -24,10 +26,16 @@ def store_from_spec(spec: str) -> TokenStore:
     :raises InvalidConfiguration: An empty spec or an unknown URL scheme.
     """
     if not spec:
-        raise InvalidConfiguration("--store needs a directory or a URL such as postgresql://…")
+        raise InvalidConfiguration(
+            "--store needs a directory or a URL such as postgresql://… or redis://…"
+        )
     lowered = spec.lower()
     if lowered.startswith(_POSTGRES):
         return _postgres(spec)
+    if lowered.startswith(_REDIS):
+        from ._redis import RedisTokenStore
+
+        return RedisTokenStore(spec)
     if lowered.startswith("keyring:"):
         from ._keyring import KeyringTokenStore
 
@@ -35,7 +43,8 @@ def store_from_spec(spec: str) -> TokenStore:
     if "://" in spec:
         scheme = spec.split("://", 1)[0]
         raise InvalidConfiguration(
-            f"--store: unknown scheme {scheme!r}; use a directory or postgresql://…"
+            f"--store: unknown scheme {scheme!r}; use a directory, postgresql://…, "
+            "redis://… or rediss://…"
         )
     from ._stores import FileTokenStore
 

@@ -467,3 +467,25 @@ def keychain(secret_service, monkeypatch):
     for name, value in secret_service.env.items():
         monkeypatch.setenv(name, value)
     return secret_service
+
+
+# -- a real redis-server (issue 11) -----------------------------------------------
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """redis-server on 127.0.0.1 (free port, temporary dir, AOF) for the session."""
+    from helpers.redis_server import RedisServer
+
+    try:
+        server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    """The session server, emptied for this test."""
+    with redis_server.client() as client:
+        client.flushall()
+    return redis_server.url
