@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
+from ._record import Record
 from ._token import Token
 from .exceptions import TokenStoreError
 
@@ -24,10 +25,13 @@ FORMAT_VERSION: Final = 1
 DEFAULT_HINT: Final = "log in again (or log out) to replace it"
 
 
-class Stored:
+class Stored(Record):
     """One decoded document: the key it names, its token and its generation."""
 
     __slots__ = ("generation", "key", "token")
+    key: str | None
+    token: Token
+    generation: int
 
     def __init__(self, key: str | None, token: Token, generation: int) -> None:
         self.key = key

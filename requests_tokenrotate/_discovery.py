@@ -33,7 +33,7 @@ from ._files import (
     remove_stale_temp_files,
     write_atomically,
 )
-from ._gate import PicklesWithoutLocks
+from ._pickling import PicklesWithoutLocks
 from ._stores import HOME_ENV
 from .exceptions import DiscoveryError, InvalidConfiguration
 

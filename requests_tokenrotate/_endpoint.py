@@ -22,7 +22,7 @@ from ._answers import (
     token_from_answer,
 )
 from ._exchange import DEFAULT_DEADLINE, LOST, NOT_SENT, exchange
-from ._gate import PicklesWithoutLocks
+from ._pickling import PicklesWithoutLocks
 from ._retry import DEFAULT_MAX_ATTEMPTS, parse_retry_after, retry_delay
 from .exceptions import InvalidConfiguration, RefreshError, RevocationError
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 import requests
 from urllib3.exceptions import ConnectTimeoutError
 
-from ._token import Record
+from ._record import Record
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -72,10 +72,11 @@ class Answer(Record):
         failure: str | None = None,
         detail: str = "",
     ) -> None:
-        self._init(
-            status=status, headers=headers if headers is not None else {}, body=body,
-            failure=failure, detail=detail,
-        )  # fmt: skip
+        self.status = status
+        self.headers = headers if headers is not None else {}
+        self.body = body
+        self.failure = failure
+        self.detail = detail
 
     def __repr__(self) -> str:  # the body can hold tokens
         return f"Answer(status={self.status}, failure={self.failure!r}, size={len(self.body)})"

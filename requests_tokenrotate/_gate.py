@@ -11,8 +11,9 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING
 
+from ._pickling import PicklesWithoutLocks
 from ._protocol import KeyLock
 from .exceptions import LockTimeout
 
@@ -20,23 +21,6 @@ if TYPE_CHECKING:
     from ._protocol import HeldLock, TokenStore
 
 logger = logging.getLogger(__name__)
-
-
-class PicklesWithoutLocks:
-    """Pickles without its thread locks and makes new ones on load (as HTTPAdapter does).
-
-    Subclasses name their lock attributes in ``_LOCKS``.
-    """
-
-    _LOCKS: ClassVar[tuple[str, ...]] = ()
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in self._LOCKS}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        for name in self._LOCKS:
-            setattr(self, name, threading.Lock())
 
 
 class Gate(PicklesWithoutLocks):

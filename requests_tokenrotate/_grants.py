@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, ClassVar, Final, Protocol, Union
+from typing import TYPE_CHECKING, ClassVar, Final, Union
 
-from ._token import Record, Token
+from ._protocol import Grant as Grant
+from ._protocol import requires_token as requires_token
+from ._record import Record
+from ._source import TokenSource
+from ._token import Token
 from .exceptions import InvalidConfiguration, NotLoggedIn, RefreshError, TokenInvalidated
 
 if TYPE_CHECKING:
     from ._endpoint import OAuthClient
-    from ._source import TokenSource
 
 GRANT_JWT_BEARER: Final = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 GRANT_TOKEN_EXCHANGE: Final = "urn:ietf:params:oauth:grant-type:token-exchange"
@@ -27,17 +30,6 @@ logger = logging.getLogger(__name__)
 
 #: A parent credential: a :class:`TokenSource` or a callable returning a string.
 Assertion = Union["TokenSource", Callable[[], str]]
-
-
-class Grant(Protocol):
-    """What :class:`TokenSource` calls to obtain a new token."""
-
-    def __call__(self, stale: Token | None) -> Token: ...
-
-
-def requires_token(grant: object) -> bool:
-    """Whether ``grant`` needs a stored token to work (a refresh does; client credentials not)."""
-    return bool(getattr(grant, "requires_token", True))
 
 
 def _extra(**params: str | None) -> dict[str, str]:
@@ -58,7 +50,8 @@ class RefreshTokenGrant(Record):
     requires_token: ClassVar[bool] = True
 
     def __init__(self, client: OAuthClient, scope: str | None = None) -> None:
-        self._init(client=client, scope=scope)
+        self.client = client
+        self.scope = scope
 
     @property
     def deadline(self) -> float:
@@ -97,7 +90,10 @@ class ClientCredentialsGrant(Record):
         audience: str | None = None,
         resource: str | None = None,
     ) -> None:
-        self._init(client=client, scope=scope, audience=audience, resource=resource)
+        self.client = client
+        self.scope = scope
+        self.audience = audience
+        self.resource = resource
 
     @property
     def deadline(self) -> float:
@@ -112,7 +108,6 @@ class ClientCredentialsGrant(Record):
 
 def _current(parent: Assertion, what: str) -> tuple[Token | None, str]:
     """The parent's credential now: ``(the parent token used, if a source; the string)``."""
-    from ._source import TokenSource
 
     if isinstance(parent, TokenSource):
         token = parent.token()  # the parent's own gate and rotation apply
@@ -122,7 +117,6 @@ def _current(parent: Assertion, what: str) -> tuple[Token | None, str]:
 
 def _renewed(parent: Assertion, used: Token | None, what: str) -> str:
     """A fresh credential after the server rejected the one minted from ``used``."""
-    from ._source import TokenSource
 
     if isinstance(parent, TokenSource):
         # The parent's dead credential raises TokenInvalidated with the parent's key.
@@ -138,7 +132,6 @@ def _called(parent: Callable[[], str], what: str) -> str:
 
 
 def _check_parent(parent: object, what: str) -> None:
-    from ._source import TokenSource
 
     if not isinstance(parent, TokenSource) and not callable(parent):
         raise InvalidConfiguration(f"{what} must be a TokenSource or a callable returning a str")
@@ -222,9 +215,11 @@ class JWTBearerGrant(Record):
         resource: str | None = None,
     ) -> None:
         _check_parent(assertion, "assertion")
-        self._init(
-            client=client, assertion=assertion, scope=scope, audience=audience, resource=resource
-        )
+        self.client = client
+        self.assertion = assertion
+        self.scope = scope
+        self.audience = audience
+        self.resource = resource
 
     @property
     def deadline(self) -> float:
@@ -308,11 +303,15 @@ class TokenExchangeGrant(Record):
         _check_parent(subject, "subject")
         if actor is not None:
             _check_parent(actor, "actor")
-        self._init(
-            client=client, subject=subject, subject_token_type=subject_token_type,
-            requested_token_type=requested_token_type, audience=audience, resource=resource,
-            scope=scope, actor=actor, actor_token_type=actor_token_type,
-        )  # fmt: skip
+        self.client = client
+        self.subject = subject
+        self.subject_token_type = subject_token_type
+        self.requested_token_type = requested_token_type
+        self.audience = audience
+        self.resource = resource
+        self.scope = scope
+        self.actor = actor
+        self.actor_token_type = actor_token_type
 
     @property
     def deadline(self) -> float:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 from urllib.parse import quote
 
 from . import _codec
+from ._record import Record
 from ._stores import HOME_ENV, FileTokenStore
 from .exceptions import InvalidConfiguration, TokenStoreError
 
@@ -61,8 +62,13 @@ def _lock_directory(service: str) -> Path:
     return base / "keyring-locks" / quote(service, safe="")
 
 
-class _Manifest:
+class _Manifest(Record):
+    """The entry that names a token's parts: their count, generation and digest."""
+
     __slots__ = ("digest", "generation", "parts")
+    generation: int
+    parts: int
+    digest: str
 
     def __init__(self, generation: int, parts: int, digest: str) -> None:
         self.generation = generation

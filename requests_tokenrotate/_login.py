@@ -16,7 +16,8 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from ._endpoint import OAuthClient
-from ._token import Record, Token, fingerprint
+from ._record import Record
+from ._token import Token, fingerprint
 from .exceptions import (
     InvalidConfiguration,
     LoginError,
@@ -134,13 +135,11 @@ class DeviceCode(Record):
         expires_in: float,
         interval: float,
     ) -> None:
-        self._init(
-            user_code=user_code,
-            verification_uri=verification_uri,
-            verification_uri_complete=verification_uri_complete,
-            expires_in=expires_in,
-            interval=interval,
-        )
+        self.user_code = user_code
+        self.verification_uri = verification_uri
+        self.verification_uri_complete = verification_uri_complete
+        self.expires_in = expires_in
+        self.interval = interval
 
     @classmethod
     def from_response(cls, answer: Mapping[str, Any]) -> tuple[DeviceCode, str]:

@@ -46,8 +46,8 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote
 
 from . import _codec
-from ._gate import PicklesWithoutLocks
 from ._pglock import PostgresLock, _ms
+from ._pickling import PicklesWithoutLocks
 from ._token import Token
 from .exceptions import InvalidConfiguration, LockTimeout, TokenStoreError
 

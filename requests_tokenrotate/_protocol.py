@@ -25,6 +25,12 @@ exactly this:
 Stores written against 0.1, whose ``lock()`` yields nothing, still work: the
 gate wraps them in :class:`KeyLock`, which reads and writes through the
 store's own ``load``/``save``/``delete`` and cannot be lost.
+
+The other side of the gate is the grant (:class:`Grant`): any callable
+``(stale: Token | None) -> Token``. It signals a dead credential by raising
+``TokenInvalidated`` and a transient failure by raising ``RefreshError``; an
+optional ``deadline`` attribute bounds one call (step 3), and
+``requires_token`` says whether it needs a stored token at all.
 """
 
 from __future__ import annotations
@@ -36,6 +42,17 @@ if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
     from ._token import Token
+
+
+class Grant(Protocol):
+    """What :class:`~requests_tokenrotate.TokenSource` calls to obtain a new token."""
+
+    def __call__(self, stale: Token | None) -> Token: ...
+
+
+def requires_token(grant: object) -> bool:
+    """Whether ``grant`` needs a stored token to work (a refresh does; client credentials not)."""
+    return bool(getattr(grant, "requires_token", True))
 
 
 @runtime_checkable

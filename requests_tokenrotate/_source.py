@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Final
 import requests
 
 from ._gate import Gate
-from ._grants import requires_token
-from ._token import Record, Token, fingerprint
+from ._protocol import requires_token
+from ._record import Record
+from ._token import Token, fingerprint
 from .exceptions import (
     InvalidConfiguration,
     LockLost,
@@ -26,8 +27,7 @@ from .exceptions import (
 
 if TYPE_CHECKING:
     from ._endpoint import OAuthClient
-    from ._grants import Grant
-    from ._protocol import HeldLock, TokenStore
+    from ._protocol import Grant, HeldLock, TokenStore
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class RefreshPolicy(Record):
     margin: float | None
 
     def __init__(self, margin: float | None = None) -> None:
-        self._init(margin=margin)
+        self.margin = margin
 
     @classmethod
     def coerce(cls, value: RefreshPolicy | float | None) -> RefreshPolicy:

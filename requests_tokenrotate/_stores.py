@@ -27,7 +27,7 @@ from ._files import (
     remove_stale_temp_files,
     write_atomically,
 )
-from ._gate import PicklesWithoutLocks
+from ._pickling import PicklesWithoutLocks
 from ._protocol import KeyLock
 from ._token import Token
 from .exceptions import InvalidConfiguration, LockTimeout, TokenStoreError

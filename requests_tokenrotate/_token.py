@@ -8,6 +8,7 @@ import re
 import time
 from typing import Any, Final
 
+from ._record import Record
 from .exceptions import InvalidConfiguration
 
 logger = logging.getLogger(__name__)
@@ -85,51 +86,6 @@ def jwt_expiry(access_token: str) -> float | None:
     return _number(claims.get("exp"))
 
 
-class Record:
-    """An immutable value object whose fields are its ``__slots__``.
-
-    Used instead of frozen dataclasses: ``import dataclasses`` (it loads
-    ``inspect``) and generating the classes cost ~7 ms of import time
-    (``bench/importtime.py``), more than the rest of the package.
-    """
-
-    __slots__: tuple[str, ...] = ()
-
-    def _init(self, **values: Any) -> None:
-        for name in self.__slots__:
-            object.__setattr__(self, name, values[name])
-
-    def _values(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in self.__slots__)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable")
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Record) or type(other) is not type(self):
-            return NotImplemented
-        return self._values() == other._values()
-
-    def __hash__(self) -> int:
-        return hash(self._values())
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (type(self), dict(zip(self.__slots__, self._values(), strict=True))))
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
-        return f"{type(self).__name__}({fields})"
-
-
-def _rebuild(cls: type[Record], values: dict[str, Any]) -> Record:
-    record = cls.__new__(cls)
-    record._init(**values)
-    return record
-
-
 class Token(Record):
     """An OAuth2 token as the token endpoint issued it. Immutable: see :meth:`replace`.
 
@@ -176,11 +132,14 @@ class Token(Record):
             )
         if token_type.lower() == "bearer":
             token_type = "Bearer"
-        self._init(
-            access_token=access_token, token_type=token_type, refresh_token=refresh_token,
-            expires_at=expires_at, scope=scope, id_token=id_token, obtained_at=obtained_at,
-            invalidated_at=invalidated_at,
-        )  # fmt: skip
+        self.access_token = access_token
+        self.token_type = token_type
+        self.refresh_token = refresh_token
+        self.expires_at = expires_at
+        self.scope = scope
+        self.id_token = id_token
+        self.obtained_at = obtained_at
+        self.invalidated_at = invalidated_at
 
     def replace(self, **changes: Any) -> Token:
         """A copy with some fields changed, like :func:`dataclasses.replace`."""
