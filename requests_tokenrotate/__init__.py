@@ -13,6 +13,7 @@ from ._adapter import AdapterOptions, TokenRotateAdapter, mount
 from ._auth import TokenRotateAuth
 from ._browser import login_browser
 from ._endpoint import OAuthClient
+from ._freshness import RefreshPolicy
 from ._grants import (
     ClientCredentialsGrant,
     JWTBearerGrant,
@@ -21,7 +22,7 @@ from ._grants import (
 )
 from ._login import DeviceCode, login_device
 from ._protocol import HeldLock, KeyLock, TokenStore
-from ._source import RefreshPolicy, TokenSource
+from ._source import TokenSource
 from ._stores import FileTokenStore, MemoryTokenStore
 from ._token import Token
 from ._transport import TransportOptions

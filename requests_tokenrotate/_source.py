@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING, Final
 
 import requests
 
+from ._freshness import MIN_REUSE as MIN_REUSE
+from ._freshness import RefreshPolicy as RefreshPolicy
+from ._freshness import is_adoptable, is_usable, reuse_until, stretched
 from ._gate import Gate
 from ._protocol import requires_token
-from ._record import Record
 from ._token import Token, fingerprint
 from .exceptions import (
     InvalidConfiguration,
@@ -33,19 +35,6 @@ logger = logging.getLogger(__name__)
 
 #: Seconds to wait for the refresh gate; longer than a slow token endpoint (35 s).
 DEFAULT_LOCK_TIMEOUT: Final = 60.0
-#: Seconds before expiry at which a stored token stops being reused.
-DEFAULT_GRACE: Final = 5.0
-#: ... but never more than this share of the token's lifetime: a 2 s token is
-#: used for 1.95 s, so refreshes track the lifetimes elapsed (bench/soak.py);
-#: a token that expires in flight meets the reactive retry.
-DEFAULT_GRACE_FRACTION: Final = 0.025
-#: The scaled refresh margin (DESIGN.md, transport 3): 10 % of the lifetime,
-#: clamped to 30 s - 300 s and never more than half the lifetime.
-DEFAULT_MARGIN_FRACTION: Final = 0.1
-DEFAULT_MIN_MARGIN: Final = 30.0
-DEFAULT_MAX_MARGIN: Final = 300.0
-#: How long a token that arrives already stale is used before asking again.
-MIN_REUSE: Final = 10.0
 #: The lock must outlive a token call by this much when the grant names no
 #: ``deadline`` (a plain callable); equal to OAuthClient's default deadline.
 ASSUMED_CALL_DEADLINE: Final = 30.0
@@ -53,45 +42,6 @@ ASSUMED_CALL_DEADLINE: Final = 30.0
 #: that grows between them (a full disk may be freed, a network store may return).
 SAVE_ATTEMPTS: Final = 3
 SAVE_RETRY_PAUSE: Final = 0.05
-
-
-class RefreshPolicy(Record):
-    """When to refresh before sending a body that cannot be replayed.
-
-    :param margin: Fixed seconds before expiry, or None for the scaled default
-        (10 % of the lifetime, clamped to 30 s - 300 s). Either way never more
-        than half the token's lifetime, so short-lived tokens are not
-        refreshed on every request.
-    """
-
-    __slots__ = ("margin",)
-    margin: float | None
-
-    def __init__(self, margin: float | None = None) -> None:
-        self.margin = margin
-
-    @classmethod
-    def coerce(cls, value: RefreshPolicy | float | None) -> RefreshPolicy:
-        """Accept a policy, a number of seconds, or None (the default)."""
-        if isinstance(value, RefreshPolicy):
-            return value
-        if value is None:
-            return cls()
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise InvalidConfiguration("refresh_margin must be None or seconds >= 0")
-        return cls(margin=float(value))
-
-    def margin_for(self, token: Token) -> float:
-        """Seconds before ``token``'s expiry at which to refresh proactively."""
-        lifetime = token.lifetime
-        if lifetime is None or lifetime <= 0:
-            return 0.0 if self.margin is None else self.margin
-        if self.margin is None:
-            scaled = lifetime * DEFAULT_MARGIN_FRACTION
-            margin = min(max(scaled, DEFAULT_MIN_MARGIN), DEFAULT_MAX_MARGIN)
-        else:
-            margin = self.margin
-        return min(margin, lifetime / 2)
 
 
 class TokenSource:
@@ -165,26 +115,13 @@ class TokenSource:
 
     @_token.setter
     def _token(self, token: Token | None) -> None:
-        expires_at = None if token is None else token.expires_at
-        deadline = None if token is None or expires_at is None else expires_at - self._skew(token)
-        self._fresh = (token, deadline)
-
-    def _skew(self, token: Token) -> float:
-        lifetime = token.lifetime
-        if self.grace is not None:
-            return self.grace if lifetime is None else max(min(self.grace, lifetime / 2), 0.0)
-        if lifetime is None:
-            return DEFAULT_GRACE
-        return max(min(DEFAULT_GRACE, lifetime * DEFAULT_GRACE_FRACTION), 0.0)
+        self._fresh = (token, None if token is None else reuse_until(token, self.grace))
 
     def is_usable(self, token: Token | None, *, from_store: bool = False) -> bool:
         """True if ``token`` may be sent now: not invalidated and not about to expire."""
-        if token is None or token.invalidated_at is not None:
-            return False
-        now = self.clock()
-        if from_store and self.max_age is not None and now - token.obtained_at >= self.max_age:
-            return False
-        return token.expires_at is None or token.expires_at - self._skew(token) > now
+        return is_usable(
+            token, self.clock(), grace=self.grace, max_age=self.max_age, from_store=from_store
+        )
 
     # -- public API ----------------------------------------------------------
     def token(self) -> Token:
@@ -229,9 +166,10 @@ class TokenSource:
             raise exc.for_key(self.key, self.hint) from exc.__cause__
 
     def _adoptable(self, candidate: Token | None, stale: Token | None, *, from_store: bool) -> bool:
-        return self.is_usable(candidate, from_store=from_store) and not (
-            stale is not None and candidate is not None and candidate.is_same(stale)
-        )
+        return is_adoptable(
+            candidate, stale, self.clock(), grace=self.grace, max_age=self.max_age,
+            from_store=from_store,
+        )  # fmt: skip
 
     def _refresh(self, stale: Token | None) -> Token:
         with self._gate.threads() as deadline:
@@ -379,8 +317,7 @@ class TokenSource:
                 self.key,
                 MIN_REUSE,
             )
-        now = self.clock()
-        return new.replace(obtained_at=now, expires_at=now + MIN_REUSE)
+        return stretched(new, self.clock())
 
     def _stamp(self, held: HeldLock, rejected: Token | None, exc: TokenInvalidated) -> None:
         base = None if self._unsaved is None else self._unsaved[0]

@@ -21,8 +21,8 @@ from requests.models import REDIRECT_STATI, PreparedRequest
 
 from ._body import rewind
 from ._challenges import bearer_error, is_token
+from ._freshness import RefreshPolicy
 from ._origins import Origin, origin_of, parse_origins, show_origin
-from ._source import RefreshPolicy
 from ._token import HEADER_SAFE, fingerprint
 from .exceptions import InvalidConfiguration, LockTimeout, RefreshError, TokenRotateError
 
@@ -306,9 +306,7 @@ class Transport:
 
     def needs_early_refresh(self, token: Token, replayable: bool) -> bool:
         """True if a body that cannot be replayed must wait for a fresher ``token``."""
-        return not replayable and token.expires_within(
-            self.policy.margin_for(token), now=self.source.clock()
-        )
+        return self.policy.needs_refresh(token, self.source.clock(), replayable=replayable)
 
     def _refresh_early(self, token: Token) -> Token:
         # DESIGN.md transport 3: a consumed stream cannot be resent after a 401.

@@ -56,7 +56,8 @@ from .exceptions import (
 )
 
 if TYPE_CHECKING:
-    from ._source import RefreshPolicy, TokenSource
+    from ._freshness import RefreshPolicy
+    from ._source import TokenSource
     from ._token import Token
 
 __all__ = ["TokenRotateAuth"]
