@@ -21,11 +21,11 @@ from ._grants import (
     TokenExchangeGrant,
 )
 from ._login import DeviceCode, login_device
+from ._policy import TransportOptions
 from ._protocol import HeldLock, KeyLock, TokenStore
 from ._source import TokenSource
 from ._stores import FileTokenStore, MemoryTokenStore
 from ._token import Token
-from ._transport import TransportOptions
 from .exceptions import (
     DiscoveryError,
     InvalidConfiguration,

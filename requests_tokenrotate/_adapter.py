@@ -1,4 +1,8 @@
-"""TokenRotateAdapter: an HTTPAdapter that attaches and rotates the bearer token."""
+"""TokenRotateAdapter: an HTTPAdapter that attaches and rotates the bearer token.
+
+A shell: it does the sending and asks :class:`BearerPolicy` (decisions) and
+:mod:`._recovery` (requests mechanics) everything else.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,9 @@ from urllib.parse import urlsplit
 from requests.adapters import DEFAULT_POOLBLOCK, DEFAULT_POOLSIZE, DEFAULT_RETRIES, HTTPAdapter
 from requests.models import PreparedRequest
 
+from . import _recovery
 from ._body import IN_MEMORY, is_replayable
-from ._transport import Transport, TransportOptions
+from ._policy import BearerPolicy, TransportOptions
 
 if TYPE_CHECKING:
     from requests import Response, Session
@@ -95,7 +100,7 @@ class TokenRotateAdapter(HTTPAdapter):
     :raises TypeError: An unknown keyword.
     """
 
-    __attrs__: ClassVar[list[str]] = [*HTTPAdapter.__attrs__, "_transport"]  # type: ignore[misc]
+    __attrs__: ClassVar[list[str]] = [*HTTPAdapter.__attrs__, "_policy"]  # type: ignore[misc]
 
     def __init__(
         self,
@@ -107,7 +112,7 @@ class TokenRotateAdapter(HTTPAdapter):
         pool_block: bool = DEFAULT_POOLBLOCK,
         **options: Unpack[TransportOptions],
     ) -> None:
-        self._transport = Transport(source, **options)
+        self._policy = BearerPolicy(source, **options)
         super().__init__(
             pool_connections=pool_connections,
             pool_maxsize=pool_maxsize,
@@ -118,10 +123,10 @@ class TokenRotateAdapter(HTTPAdapter):
     @property
     def source(self) -> TokenSource:
         """The :class:`TokenSource` whose token this adapter sends."""
-        return self._transport.source
+        return self._policy.source
 
     def __repr__(self) -> str:
-        return f"<TokenRotateAdapter {self._transport!r}>"
+        return f"<TokenRotateAdapter {self._policy!r}>"
 
     def send(
         self,
@@ -133,29 +138,29 @@ class TokenRotateAdapter(HTTPAdapter):
         proxies: dict[str, str] | None = None,
     ) -> Response:
         """Send ``request`` with the token if its origin is allowed; see the class docs."""
-        transport = self._transport
+        policy = self._policy
         url = request.url or ""
-        if not transport.is_allowed(url):
-            transport.strip(request)  # a same-session hop may have copied it
+        if not policy.is_allowed(url):
+            _recovery.strip(policy, request)  # a same-session hop may have copied it
             return super().send(
                 request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
             )
-        if transport.has_callers_header(request.headers):
+        if policy.has_callers_header(request.headers):
             # The caller's own credential: sent as it is, never refreshed.
             return super().send(
                 request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
             )
         body = request.body
         replayable = body is None or isinstance(body, IN_MEMORY) or is_replayable(request)
-        sent = transport.attach(request, replayable)
+        sent = _recovery.attach(policy, request, replayable)
         response = super().send(
             request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
         )
-        if response.status_code not in transport.watched:
+        if response.status_code not in policy.watched:
             return response  # the hot path ends here
-        if not transport.is_stale(response, sent):
+        if not _recovery.is_stale(policy, response, sent):
             if response.is_redirect:
-                transport.forget_on_redirect(response, sent, transport.is_allowed)
+                _recovery.forget_on_redirect(policy, response, sent)
             return response
         resend = super().send
 
@@ -164,9 +169,7 @@ class TokenRotateAdapter(HTTPAdapter):
                 prepared, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
             )
 
-        return transport.recover(
-            response, sent, replayable=replayable, send=send_again, allows=transport.is_allowed
-        )
+        return _recovery.recover(policy, response, sent, replayable=replayable, send=send_again)
 
 
 def mount(

@@ -1,5 +1,9 @@
 """Reading token-endpoint answers (RFC 6749 §5.1 / §5.2): a decision without I/O.
 
+An :class:`Answer` is what one exchange produced, in plain values (status,
+headers, body, or why there is none); any client can build one, and the
+functions here turn it into a :class:`Token` or one of our typed errors.
+
 Every failure becomes one of our typed errors, built outside any ``except``
 block so that no ``__context__`` carries requests' exceptions (whose
 ``.request`` holds the form, refresh token included). Whatever the server
@@ -12,12 +16,12 @@ import json
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote, quote_plus
 
-from ._exchange import DEADLINE, NOT_SENT, TOO_LARGE, Answer
+from ._record import Record
 from ._token import Token
 from .exceptions import InvalidConfiguration, RefreshError, TokenInvalidated, TokenRotateError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
 #: Form parameters whose values are credentials (never quoted back).
 SECRET_PARAMS: Final = frozenset({
@@ -32,6 +36,53 @@ _MAX_DESCRIPTION: Final = 200
 _REDACTED: Final = "[redacted]"
 #: A quoted run this long of a secret withholds the whole text (a truncated echo).
 _ECHO_WINDOW: Final = 16
+
+
+#: The connection failed before the request was sent: always safe to repeat.
+NOT_SENT: Final = "not_sent"
+#: The request may have reached the server (reset, read timeout, broken body).
+LOST: Final = "lost"
+#: The deadline passed before the answer was complete.
+DEADLINE: Final = "deadline"
+#: The answer was larger than the limit.
+TOO_LARGE: Final = "too_large"
+
+
+class Answer(Record):
+    """What one exchange produced: a complete answer, or why there is none.
+
+    :ivar status: The HTTP status, 0 when no answer was read.
+    :ivar headers: The response headers (case-insensitive), empty without an answer.
+    :ivar body: The whole body (at most the limit).
+    :ivar failure: None for a complete answer, else ``NOT_SENT``, ``LOST``,
+        ``DEADLINE`` or ``TOO_LARGE``.
+    :ivar detail: The name of the exception behind a failure (never its message:
+        requests' messages can quote the URL and its exceptions hold the request).
+    """
+
+    __slots__ = ("body", "detail", "failure", "headers", "status")
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    failure: str | None
+    detail: str
+
+    def __init__(
+        self,
+        status: int = 0,
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
+        failure: str | None = None,
+        detail: str = "",
+    ) -> None:
+        self.status = status
+        self.headers = headers if headers is not None else {}
+        self.body = body
+        self.failure = failure
+        self.detail = detail
+
+    def __repr__(self) -> str:  # the body can hold tokens
+        return f"Answer(status={self.status}, failure={self.failure!r}, size={len(self.body)})"
 
 
 #: How messages name the endpoint unless told otherwise.

@@ -1,4 +1,8 @@
-"""TokenRotateAuth: the token for ``auth=`` and ``Session.auth``, retried through a hook."""
+"""TokenRotateAuth: the token for ``auth=`` and ``Session.auth``, retried through a hook.
+
+A shell, like the adapter: :class:`BearerPolicy` decides, :mod:`._recovery`
+handles requests' objects.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from requests.auth import AuthBase
 
+from . import _recovery
 from ._body import IN_MEMORY, is_replayable
-from ._transport import Transport, TransportOptions
+from ._policy import BearerPolicy, TransportOptions
 
 if TYPE_CHECKING:
     from requests import PreparedRequest, Response
@@ -60,41 +65,41 @@ class TokenRotateAuth(AuthBase):
     """
 
     def __init__(self, source: TokenSource, **options: Unpack[TransportOptions]) -> None:
-        self._transport = Transport(source, **options)
+        self._policy = BearerPolicy(source, **options)
 
     @property
     def source(self) -> TokenSource:
         """The :class:`TokenSource` whose token this auth sends."""
-        return self._transport.source
+        return self._policy.source
 
     def __repr__(self) -> str:
-        return f"<TokenRotateAuth {self._transport!r}>"
+        return f"<TokenRotateAuth {self._policy!r}>"
 
     def __call__(self, r: PreparedRequest) -> PreparedRequest:
-        transport = self._transport
+        policy = self._policy
         url = r.url or ""
-        if not transport.is_allowed(url) or transport.has_callers_header(r.headers):
+        if not policy.is_allowed(url) or policy.has_callers_header(r.headers):
             return r  # another origin, or the caller's own credential: left as it is
         body = r.body
         replayable = body is None or isinstance(body, IN_MEMORY) or is_replayable(r)
-        sent = transport.attach(r, replayable)
-        r.register_hook("response", _Exchange(transport, sent))
+        sent = _recovery.attach(policy, r, replayable)
+        r.register_hook("response", _Exchange(policy, sent))
         return r
 
 
 class _Exchange:
     """The response hook of one request: what was sent, and one retry at most."""
 
-    __slots__ = ("retried", "sent", "transport")
+    __slots__ = ("policy", "retried", "sent")
 
-    def __init__(self, transport: Transport, sent: Token) -> None:
-        self.transport = transport
+    def __init__(self, policy: BearerPolicy, sent: Token) -> None:
+        self.policy = policy
         self.sent = sent
         self.retried = False
 
     def __call__(self, response: Response, **kwargs: Any) -> Response:
-        transport = self.transport
-        if response.status_code not in transport.watched:
+        policy = self.policy
+        if response.status_code not in policy.watched:
             return response
         request = response.request
         if request is None:
@@ -102,12 +107,12 @@ class _Exchange:
         sent = self.sent
         if (
             self.retried
-            or not transport.is_allowed(request.url or "")
-            or not transport.carries(request, sent)
-            or not transport.is_stale(response, sent)
+            or not policy.is_allowed(request.url or "")
+            or not _recovery.carries(policy, request, sent)
+            or not _recovery.is_stale(policy, response, sent)
         ):
             if response.is_redirect:
-                transport.forget_on_redirect(response, sent, transport.is_allowed)
+                _recovery.forget_on_redirect(policy, response, sent)
             return response
         self.retried = True
         connection = response.connection
@@ -116,10 +121,6 @@ class _Exchange:
             resent: Response = connection.send(prepared, **kwargs)
             return resent
 
-        return transport.recover(
-            response,
-            sent,
-            replayable=is_replayable(request),
-            send=send_again,
-            allows=transport.is_allowed,
+        return _recovery.recover(
+            policy, response, sent, replayable=is_replayable(request), send=send_again
         )

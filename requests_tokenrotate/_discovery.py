@@ -24,8 +24,8 @@ from urllib.parse import urlsplit
 
 import requests
 
-from ._answers import parse_json
-from ._exchange import DEADLINE, DEFAULT_DEADLINE, TOO_LARGE, exchange
+from ._answers import DEADLINE, TOO_LARGE, parse_json
+from ._exchange import DEFAULT_DEADLINE, exchange
 from ._files import (
     MAX_FILE_BYTES,
     private_directory,

@@ -1,4 +1,11 @@
-"""The token endpoint client: POST a form, read RFC 6749 §5.1 / §5.2."""
+"""OAuthClient: the I/O shell of one authorization server's token endpoint.
+
+It POSTs what :mod:`._oauth` builds (the grant's form, the client's
+authentication) through :func:`._exchange.exchange` (a wall-clock deadline),
+retries what :mod:`._retry` allows, and reads the answer with
+:mod:`._answers`; discovery (:mod:`._discovery`) supplies the endpoint URLs
+when only an issuer is given.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +16,20 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import quote_plus
 
 import requests
 
 from ._answers import (
-    SECRET_PARAMS,
+    LOST,
+    NOT_SENT,
     error_from_answer,
     failure_error,
     is_bare_400,
     parse_json,
     token_from_answer,
 )
-from ._exchange import DEFAULT_DEADLINE, LOST, NOT_SENT, exchange
+from ._exchange import DEFAULT_DEADLINE, exchange
+from ._oauth import auth_method_for, authenticated, basic_credentials, secrets_in
 from ._pickling import PicklesWithoutLocks
 from ._retry import DEFAULT_MAX_ATTEMPTS, parse_retry_after, retry_delay
 from .exceptions import InvalidConfiguration, RefreshError, RevocationError
@@ -29,15 +37,14 @@ from .exceptions import InvalidConfiguration, RefreshError, RevocationError
 if TYPE_CHECKING:
     from types import TracebackType
 
+    from ._answers import Answer
     from ._discovery import Discovery
-    from ._exchange import Answer
     from ._token import Token
 
 logger = logging.getLogger(__name__)
 
 #: (connect, read) seconds for each socket operation; the deadline bounds the call.
 DEFAULT_TIMEOUT: Final = (5.0, 30.0)
-AUTH_METHODS: Final = ("client_secret_basic", "client_secret_post", "none")
 #: Refresh-token fingerprints that got a bare 400, remembered per client.
 _BARE_MEMORY: Final = 16
 
@@ -126,13 +133,7 @@ class OAuthClient(PicklesWithoutLocks):
             raise InvalidConfiguration("OAuthClient needs token_url or issuer")
         if not isinstance(client_id, str) or not client_id:
             raise InvalidConfiguration("OAuthClient needs a client_id")
-        method = auth_method or ("client_secret_basic" if client_secret else "none")
-        if method not in AUTH_METHODS:
-            raise InvalidConfiguration(
-                f"auth_method must be one of {', '.join(AUTH_METHODS)}, not {method!r}"
-            )
-        if method != "none" and not client_secret:
-            raise InvalidConfiguration(f"auth_method {method} needs a client_secret")
+        method = auth_method_for(auth_method, client_secret)
         if token_url:
             from ._discovery import check_endpoint_url
 
@@ -364,27 +365,15 @@ class OAuthClient(PicklesWithoutLocks):
         )
 
     def _authenticated(self, params: Mapping[str, str]) -> dict[str, str]:
-        """``params`` plus the client's authentication in the body (post, none)."""
-        data = dict(params)
-        if self.auth_method != "client_secret_basic":
-            data["client_id"] = self.client_id
-            if self.auth_method == "client_secret_post":
-                assert self._client_secret is not None  # noqa: S101  # checked in __init__
-                data["client_secret"] = self._client_secret
-        return data
-
-    def _basic_auth(self) -> tuple[str, str] | None:
-        if self.auth_method != "client_secret_basic":
-            return None
-        assert self._client_secret is not None  # noqa: S101  # checked in __init__
-        # RFC 6749 §2.3.1: both are form-urlencoded before the Basic encoding.
-        return (quote_plus(self.client_id, safe=""), quote_plus(self._client_secret, safe=""))
+        return authenticated(
+            params,
+            client_id=self.client_id,
+            client_secret=self._client_secret,
+            auth_method=self.auth_method,
+        )
 
     def _secrets(self, data: Mapping[str, str]) -> list[str]:
-        secrets = [data[name] for name in SECRET_PARAMS if data.get(name)]
-        if self._client_secret:
-            secrets.append(self._client_secret)
-        return secrets
+        return secrets_in(data, self._client_secret)
 
     def _post(
         self, url: str, data: Mapping[str, str], kind: str, until: float, rotating: bool
@@ -398,7 +387,10 @@ class OAuthClient(PicklesWithoutLocks):
             logger.debug("%s call: %s, attempt %d", kind, url, attempt)
             answer = exchange(
                 self.session, "POST", url, until=until, timeout=self.timeout,
-                data=data, auth=self._basic_auth(), headers={"Accept": "application/json"},
+                data=data, auth=basic_credentials(
+                    client_id=self.client_id, client_secret=self._client_secret,
+                    auth_method=self.auth_method,
+                ), headers={"Accept": "application/json"},
                 allow_redirects=False,  # a redirected token request could leak the grant
             )  # fmt: skip
             delay = retry_delay(

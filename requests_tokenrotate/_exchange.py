@@ -17,15 +17,12 @@ import logging
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import requests
 from urllib3.exceptions import ConnectTimeoutError
 
-from ._record import Record
-
-if TYPE_CHECKING:
-    from collections.abc import Mapping
+from ._answers import DEADLINE, LOST, NOT_SENT, TOO_LARGE, Answer
 
 logger = logging.getLogger(__name__)
 
@@ -34,53 +31,6 @@ DEFAULT_DEADLINE: Final = 30.0
 #: The largest token or discovery answer read (golang/oauth2 caps at 1 MiB too).
 MAX_ANSWER_BYTES: Final = 1 << 20
 _CHUNK: Final = 1 << 14
-
-#: The connection failed before the request was sent: always safe to repeat.
-NOT_SENT: Final = "not_sent"
-#: The request may have reached the server (reset, read timeout, broken body).
-LOST: Final = "lost"
-#: The deadline passed before the answer was complete.
-DEADLINE: Final = "deadline"
-#: The answer was larger than the limit.
-TOO_LARGE: Final = "too_large"
-
-
-class Answer(Record):
-    """What one exchange produced: a complete answer, or why there is none.
-
-    :ivar status: The HTTP status, 0 when no answer was read.
-    :ivar headers: The response headers (case-insensitive), empty without an answer.
-    :ivar body: The whole body (at most the limit).
-    :ivar failure: None for a complete answer, else ``NOT_SENT``, ``LOST``,
-        ``DEADLINE`` or ``TOO_LARGE``.
-    :ivar detail: The name of the exception behind a failure (never its message:
-        requests' messages can quote the URL and its exceptions hold the request).
-    """
-
-    __slots__ = ("body", "detail", "failure", "headers", "status")
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-    failure: str | None
-    detail: str
-
-    def __init__(
-        self,
-        status: int = 0,
-        headers: Mapping[str, str] | None = None,
-        body: bytes = b"",
-        failure: str | None = None,
-        detail: str = "",
-    ) -> None:
-        self.status = status
-        self.headers = headers if headers is not None else {}
-        self.body = body
-        self.failure = failure
-        self.detail = detail
-
-    def __repr__(self) -> str:  # the body can hold tokens
-        return f"Answer(status={self.status}, failure={self.failure!r}, size={len(self.body)})"
-
 
 def failure_kind(exc: requests.RequestException) -> str:
     """``NOT_SENT`` if ``exc`` was raised while connecting, else ``LOST``.

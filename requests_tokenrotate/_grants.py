@@ -1,4 +1,9 @@
-"""Grants: how a new token is obtained. They only build form parameters.
+"""Grants: how a new token is obtained, as records that ask :mod:`._oauth` for their form.
+
+The form of each grant is built on plain values in :mod:`._oauth`; a grant
+adds only what needs the gate: spending the stored refresh token, or minting
+a parent's credential (a :class:`TokenSource` or a callable) and renewing it
+once after ``invalid_grant``.
 
 Any callable ``(stale: Token | None) -> Token`` is a grant too. It signals a
 dead credential by raising :class:`TokenInvalidated` and a transient failure by
@@ -9,8 +14,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, ClassVar, Final, Union
+from typing import TYPE_CHECKING, ClassVar, Union
 
+from ._oauth import GRANT_JWT_BEARER as GRANT_JWT_BEARER
+from ._oauth import GRANT_TOKEN_EXCHANGE as GRANT_TOKEN_EXCHANGE
+from ._oauth import (
+    TOKEN_TYPE_ACCESS,
+    client_credentials_form,
+    jwt_bearer_form,
+    refresh_form,
+    token_exchange_form,
+)
+from ._oauth import TOKEN_TYPE_JWT as TOKEN_TYPE_JWT
 from ._protocol import Grant as Grant
 from ._protocol import requires_token as requires_token
 from ._record import Record
@@ -21,19 +36,11 @@ from .exceptions import InvalidConfiguration, NotLoggedIn, RefreshError, TokenIn
 if TYPE_CHECKING:
     from ._endpoint import OAuthClient
 
-GRANT_JWT_BEARER: Final = "urn:ietf:params:oauth:grant-type:jwt-bearer"
-GRANT_TOKEN_EXCHANGE: Final = "urn:ietf:params:oauth:grant-type:token-exchange"
-TOKEN_TYPE_ACCESS: Final = "urn:ietf:params:oauth:token-type:access_token"
-TOKEN_TYPE_JWT: Final = "urn:ietf:params:oauth:token-type:jwt"
 
 logger = logging.getLogger(__name__)
 
 #: A parent credential: a :class:`TokenSource` or a callable returning a string.
 Assertion = Union["TokenSource", Callable[[], str]]
-
-
-def _extra(**params: str | None) -> dict[str, str]:
-    return {name: value for name, value in params.items() if value is not None}
 
 
 class RefreshTokenGrant(Record):
@@ -63,8 +70,7 @@ class RefreshTokenGrant(Record):
             raise NotLoggedIn(
                 "there is no refresh token to renew the expired access token; log in again"
             )
-        params = {"grant_type": "refresh_token", "refresh_token": stale.refresh_token}
-        token = self.client.request_token({**params, **_extra(scope=self.scope)})
+        token = self.client.request_token(refresh_form(stale.refresh_token, scope=self.scope))
         # RFC 6749 §6: a server that rotates nothing keeps the old refresh token valid.
         return token.with_refresh_token_of(stale)
 
@@ -101,9 +107,10 @@ class ClientCredentialsGrant(Record):
         return self.client.deadline
 
     def __call__(self, stale: Token | None) -> Token:
-        params = {"grant_type": "client_credentials"}
-        extra = _extra(scope=self.scope, audience=self.audience, resource=self.resource)
-        return self.client.request_token({**params, **extra})
+        form = client_credentials_form(
+            scope=self.scope, audience=self.audience, resource=self.resource
+        )
+        return self.client.request_token(form)
 
 
 def _current(parent: Assertion, what: str) -> tuple[Token | None, str]:
@@ -227,10 +234,9 @@ class JWTBearerGrant(Record):
         return self.client.deadline
 
     def __call__(self, stale: Token | None) -> Token:
-        params = {"grant_type": GRANT_JWT_BEARER}
-        extra = _extra(scope=self.scope, audience=self.audience, resource=self.resource)
+        form = jwt_bearer_form(scope=self.scope, audience=self.audience, resource=self.resource)
         return _request_with_parents(
-            self.client, {**params, **extra}, {"assertion": (self.assertion, "assertion")}
+            self.client, form, {"assertion": (self.assertion, "assertion")}
         )
 
 
@@ -319,15 +325,15 @@ class TokenExchangeGrant(Record):
         return self.client.deadline
 
     def __call__(self, stale: Token | None) -> Token:
-        params = {"grant_type": GRANT_TOKEN_EXCHANGE, "subject_token_type": self.subject_token_type}
         parents: dict[str, tuple[Assertion, str]] = {"subject_token": (self.subject, "subject")}
         if self.actor is not None:
-            params["actor_token_type"] = self.actor_token_type
             parents["actor_token"] = (self.actor, "actor")
-        extra = _extra(
+        form = token_exchange_form(
+            subject_token_type=self.subject_token_type,
+            actor_token_type=None if self.actor is None else self.actor_token_type,
             requested_token_type=self.requested_token_type,
             audience=self.audience,
             resource=self.resource,
             scope=self.scope,
         )
-        return _request_with_parents(self.client, {**params, **extra}, parents)
+        return _request_with_parents(self.client, form, parents)

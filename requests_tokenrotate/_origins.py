@@ -12,9 +12,6 @@ from collections.abc import Iterable
 from typing import Final
 from urllib.parse import urlsplit
 
-from requests.exceptions import RequestException
-from requests.models import PreparedRequest
-
 from .exceptions import InvalidConfiguration
 
 __all__ = ["Origin", "origin_of", "parse_origins", "show_origin"]
@@ -54,6 +51,12 @@ def parse_origins(origins: str | Iterable[str]) -> frozenset[Origin]:
         origins = (origins,)
     elif not isinstance(origins, Iterable):
         raise InvalidConfiguration(f"origins must be a URL or URLs, not {origins!r}")
+    # Configured origins are normalised once, by requests' own URL preparation,
+    # so that they compare equal to the URLs requests sends; no request passes
+    # through here, and the import waits until an origin is configured.
+    from requests.exceptions import RequestException
+    from requests.models import PreparedRequest
+
     parsed = set()
     for url in origins:
         prepared = PreparedRequest()

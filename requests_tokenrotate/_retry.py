@@ -17,7 +17,7 @@ import email.utils
 import math
 from typing import Final
 
-from ._exchange import LOST, NOT_SENT
+from ._answers import LOST, NOT_SENT
 
 #: Attempts of one token-endpoint call, the first included.
 DEFAULT_MAX_ATTEMPTS: Final = 3

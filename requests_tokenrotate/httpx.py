@@ -1,7 +1,7 @@
 """The httpx twin: :class:`TokenRotateAuth` for ``httpx.Client`` and ``httpx.AsyncClient``.
 
 The same :class:`~requests_tokenrotate.TokenSource` and the same decision
-procedure (:class:`~requests_tokenrotate._transport.Transport`) as the requests
+procedure (:class:`~requests_tokenrotate._policy.BearerPolicy`) as the requests
 adapter, so a requests process and an httpx process on one key make one
 refresh together. Needs the ``httpx`` extra: ``pip install
 requests-tokenrotate[httpx]``; ``import requests_tokenrotate`` never imports httpx.
@@ -35,14 +35,14 @@ import anyio.lowlevel
 import anyio.to_thread
 import httpx
 
-from ._token import fingerprint
-from ._transport import (
+from ._policy import (
     DEFAULT_COOLDOWN,
     DEFAULT_HEADER,
     DEFAULT_REFRESH_ON,
     DEFAULT_SCHEME,
-    Transport,
+    BearerPolicy,
 )
+from ._token import fingerprint
 from .exceptions import (
     DiscoveryError,
     InvalidConfiguration,
@@ -128,7 +128,7 @@ class TokenRotateAuth(httpx.Auth):
             )
         if not callable(getattr(source, "peek", None)):
             raise InvalidConfiguration("source must be a TokenSource")
-        self._transport = Transport(
+        self._policy = BearerPolicy(
             source,
             origins=origins,
             refresh_on=refresh_on,
@@ -146,28 +146,28 @@ class TokenRotateAuth(httpx.Auth):
     @property
     def source(self) -> TokenSource:
         """The :class:`TokenSource` whose token this auth sends."""
-        return self._transport.source
+        return self._policy.source
 
     def __repr__(self) -> str:
-        return f"<requests_tokenrotate.httpx.TokenRotateAuth {self._transport!r}>"
+        return f"<requests_tokenrotate.httpx.TokenRotateAuth {self._policy!r}>"
 
     # -- the sync flow ---------------------------------------------------------------
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
-        transport = self._transport
-        if not self._is_allowed(request.url) or transport.has_callers_header(request.headers):
+        policy = self._policy
+        if not self._is_allowed(request.url) or policy.has_callers_header(request.headers):
             yield request  # another origin, or the caller's own credential: as it is
             return
         replayable = isinstance(request.stream, httpx.ByteStream)
         try:
-            sent = transport.fresh_token(replayable)
-            request.headers[transport.header] = transport.header_value(sent)
+            sent = policy.fresh_token(replayable)
+            request.headers[policy.header] = policy.header_value(sent)
         except TokenRotateError as exc:
             _raise_for_httpx(exc, request)
         response = yield request
         if not self._is_stale(response, sent):
             return
         try:
-            new = transport.source.refresh(sent)
+            new = policy.source.refresh(sent)
         except TokenRotateError as exc:
             _raise_for_httpx(exc, request, response)
         if self._resend(request, response, sent, new, replayable):
@@ -178,25 +178,25 @@ class TokenRotateAuth(httpx.Auth):
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        transport = self._transport
-        if not self._is_allowed(request.url) or transport.has_callers_header(request.headers):
+        policy = self._policy
+        if not self._is_allowed(request.url) or policy.has_callers_header(request.headers):
             yield request  # another origin, or the caller's own credential: as it is
             return
         replayable = isinstance(request.stream, httpx.ByteStream)
         try:
-            sent = transport.source.peek()  # the hot path: no thread, no lock
-            if sent is None or transport.needs_early_refresh(sent, replayable):
+            sent = policy.source.peek()  # the hot path: no thread, no lock
+            if sent is None or policy.needs_early_refresh(sent, replayable):
                 sent = await self._off_loop(
-                    ("attach", int(replayable)), None, transport.fresh_token, replayable
+                    ("attach", int(replayable)), None, policy.fresh_token, replayable
                 )
-            request.headers[transport.header] = transport.header_value(sent)
+            request.headers[policy.header] = policy.header_value(sent)
         except TokenRotateError as exc:
             _raise_for_httpx(exc, request)
         response = yield request
         if not self._is_stale(response, sent):
             return
         try:
-            new = await self._off_loop(("refresh", id(sent)), sent, transport.source.refresh, sent)
+            new = await self._off_loop(("refresh", id(sent)), sent, policy.source.refresh, sent)
         except TokenRotateError as exc:
             _raise_for_httpx(exc, request, response)
         if self._resend(request, response, sent, new, replayable):
@@ -241,11 +241,11 @@ class TokenRotateAuth(httpx.Auth):
 
     # -- decisions shared by both flows --------------------------------------------------
     def _is_allowed(self, url: httpx.URL) -> bool:
-        """:meth:`Transport.is_allowed`, cached by the URL's parsed scheme, host and port."""
+        """:meth:`BearerPolicy.is_allowed`, cached by the URL's parsed scheme, host and port."""
         key = (url.scheme, url.raw_host, url.port)  # cheaper than str(url)
         verdict = self._verdicts.get(key)
         if verdict is None:
-            verdict = self._transport.is_allowed(str(url))
+            verdict = self._policy.is_allowed(str(url))
             if len(self._verdicts) >= _MAX_VERDICTS:
                 self._verdicts = {}
             self._verdicts[key] = verdict
@@ -254,15 +254,15 @@ class TokenRotateAuth(httpx.Auth):
     def _is_stale(self, response: httpx.Response, sent: Token) -> bool:
         """True if ``response`` (the last hop) came from an allowed origin with ``sent`` and
         says it is stale; else strips the token from a redirect that was not followed."""
-        transport = self._transport
-        if response.status_code not in transport.watched:
+        policy = self._policy
+        if response.status_code not in policy.watched:
             return False
         hop = response.request
-        value = transport.header_value(sent)
+        value = policy.header_value(sent)
         if (
             self._is_allowed(hop.url)
-            and hop.headers.get(transport.header) == value
-            and transport.is_stale_answer(
+            and hop.headers.get(policy.header) == value
+            and policy.is_stale_answer(
                 response.status_code, response.headers.get("WWW-Authenticate"), sent
             )
         ):
@@ -273,15 +273,15 @@ class TokenRotateAuth(httpx.Auth):
     def _forget_on_redirect(self, response: httpx.Response, value: str) -> None:
         # httpx copies every header into next_request and strips only Authorization.
         following = response.next_request
-        transport = self._transport
+        policy = self._policy
         if (
             following is not None
             and not self._is_allowed(following.url)
-            and following.headers.get(transport.header) == value
+            and following.headers.get(policy.header) == value
         ):
-            del following.headers[transport.header]
+            del following.headers[policy.header]
             logger.debug(
-                "%s: removed the token from a redirect to another origin", transport.source.key
+                "%s: removed the token from a redirect to another origin", policy.source.key
             )
 
     def _resend(
@@ -293,8 +293,8 @@ class TokenRotateAuth(httpx.Auth):
         replayable: bool,
     ) -> bool:
         """Put ``new`` on ``request`` and say whether to send it again."""
-        transport = self._transport
-        key = transport.source.key
+        policy = self._policy
+        key = policy.source.key
         if not replayable:
             logger.warning(
                 "%s: %s answered %s and the body cannot be replayed; refreshed the token "
@@ -305,7 +305,7 @@ class TokenRotateAuth(httpx.Auth):
             )
             return False
         try:
-            request.headers[transport.header] = transport.header_value(new)
+            request.headers[policy.header] = policy.header_value(new)
         except TokenRotateError as exc:
             _raise_for_httpx(exc, request, response)
         logger.debug(
@@ -318,11 +318,11 @@ class TokenRotateAuth(httpx.Auth):
         return True
 
     def _after_retry(self, retry: httpx.Response, new: Token) -> None:
-        transport = self._transport
+        policy = self._policy
         # A resource that rejects even the fresh token: not refreshed again within the cooldown.
-        transport.record_retry(retry.status_code, retry.headers.get("WWW-Authenticate"), new)
+        policy.record_retry(retry.status_code, retry.headers.get("WWW-Authenticate"), new)
         if retry.next_request is not None:
-            self._forget_on_redirect(retry, transport.header_value(new))
+            self._forget_on_redirect(retry, policy.header_value(new))
 
 
 class _Flight:

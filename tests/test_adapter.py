@@ -177,7 +177,7 @@ def test_adapter_pickles_with_its_configuration(mocked):
     )
     clone = pickle.loads(pickle.dumps(adapter))
     assert clone.max_retries.total == 4
-    transport = clone._transport
+    transport = clone._policy
     assert (transport.header, transport.scheme, transport.refresh_on, transport.cooldown) == (
         "X-Auth",
         "Token",

@@ -30,7 +30,7 @@ from requests_tokenrotate import (
     Token,
     TokenInvalidated,
 )
-from requests_tokenrotate._exchange import LOST, NOT_SENT
+from requests_tokenrotate._answers import LOST, NOT_SENT
 from requests_tokenrotate._retry import parse_retry_after, retry_delay
 from requests_tokenrotate.testing import LocalIdP
 

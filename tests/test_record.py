@@ -7,8 +7,8 @@ import pickle
 import pytest
 
 import requests_tokenrotate as rt
+from requests_tokenrotate._answers import Answer
 from requests_tokenrotate._codec import Stored
-from requests_tokenrotate._exchange import Answer
 
 
 def test_a_field_is_assigned_once_and_never_again():

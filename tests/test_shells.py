@@ -19,7 +19,7 @@ import requests
 from helpers.challenge_server import ChallengeServer
 
 import requests_tokenrotate as rt
-from requests_tokenrotate._transport import DEFAULT_COOLDOWN
+from requests_tokenrotate._policy import DEFAULT_COOLDOWN
 from requests_tokenrotate.httpx import TokenRotateAuth as HTTPXAuth
 from requests_tokenrotate.testing import LocalIdP
 

@@ -22,8 +22,8 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 import requests_tokenrotate as rt
+from requests_tokenrotate._policy import DEFAULT_COOLDOWN
 from requests_tokenrotate._record import _rebuild
-from requests_tokenrotate._transport import DEFAULT_COOLDOWN
 from requests_tokenrotate.testing import LocalIdP
 
 #: How long a test thread may take before the test calls it stuck (not a sleep).

@@ -22,7 +22,7 @@ from helpers.challenge_server import ChallengeServer
 from test_transport import wire  # noqa: F401  # the fixture, for both shells
 
 import requests_tokenrotate as rt
-from requests_tokenrotate._transport import DEFAULT_DRAIN_LIMIT
+from requests_tokenrotate._recovery import DEFAULT_DRAIN_LIMIT
 
 
 # -- a caller's own credential (the header cases run over every shell: test_shells) --
@@ -212,7 +212,7 @@ def test_options_survive_a_pickle_round_trip(clocked_idp):
         scheme="",
         cooldown=3,
     )
-    transport = adapter._transport
+    transport = adapter._policy
     rebuilt = type(transport)(source, **transport.options())
     assert rebuilt.options() == transport.options()
     assert rebuilt.origins == transport.origins

@@ -1,48 +1,47 @@
-"""The transport's decision procedure, shared by the adapter and the auth.
+"""The bearer policy: every decision the four shells share, on plain values. No I/O.
 
-DESIGN.md, "The transport": attach the token only to allowed origins, refresh
-before sending a body that cannot be replayed when the token is about to
-expire, and after a stale-token answer (RFC 6750 §3.1) refresh once and resend
-a replayable body once. :class:`TokenRotateAdapter` and
-:class:`TokenRotateAuth` are thin shells over one :class:`Transport`.
+Attach the token only to allowed origins (parsed scheme, host and port, never
+a string prefix); the header value, checked once per token; a caller's own
+header wins and is never refreshed; before sending a body that cannot be
+replayed, refresh when the token is within the margin (:mod:`._freshness`);
+after a stale-token answer (RFC 6750 §3.1: a 401, a 403 with
+``invalid_token``, a bare 403 at most once per cooldown) refresh once; a
+resource that rejects even a just-refreshed token costs one refresh per
+cooldown, not one per request.
+
+The shells do the I/O and ask this module: the requests adapter and auth
+(with :mod:`._recovery`, the requests mechanics: rewind, cookies, history),
+and the httpx twin (sync and async). This module imports no HTTP client; the
+only blocking calls it makes are to the :class:`TokenSource` (the gate).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypedDict
-from urllib.parse import urljoin
 
-from requests.cookies import extract_cookies_to_jar
-from requests.exceptions import RequestException
-from requests.models import REDIRECT_STATI, PreparedRequest
-
-from ._body import rewind
 from ._challenges import bearer_error, is_token
 from ._freshness import RefreshPolicy
 from ._origins import Origin, origin_of, parse_origins, show_origin
 from ._token import HEADER_SAFE, fingerprint
-from .exceptions import InvalidConfiguration, LockTimeout, RefreshError, TokenRotateError
+from .exceptions import InvalidConfiguration, LockTimeout, RefreshError
 
 if TYPE_CHECKING:
-    from http.cookiejar import CookieJar
-
-    from requests import Response
     from typing_extensions import Unpack
 
     from ._source import TokenSource
     from ._token import Token
 
 __all__ = [
+    "DEFAULT_COOLDOWN",
+    "DEFAULT_HEADER",
+    "DEFAULT_REFRESH_ON",
+    "DEFAULT_SCHEME",
+    "BearerPolicy",
     "Origin",
-    "Transport",
     "TransportOptions",
-    "origin_of",
-    "parse_origins",
-    "release",
-    "show_origin",
 ]
 
 logger = logging.getLogger(__name__)
@@ -50,27 +49,20 @@ logger = logging.getLogger(__name__)
 #: Statuses that may mean "stale token" (RFC 6750 §3.1); a 403 needs more evidence.
 DEFAULT_REFRESH_ON: Final = (401, 403)
 #: After a 403 without a Bearer error spent a refresh, further ones are taken
-#: as genuine permission errors for this many seconds (DESIGN.md, transport 5).
+#: as genuine permission errors for this many seconds.
 DEFAULT_COOLDOWN: Final = 60.0
 DEFAULT_HEADER: Final = "Authorization"
 DEFAULT_SCHEME: Final = "Bearer"
 
-#: A discarded 401/403 body is read up to this many bytes so that its connection
-#: can be reused; a longer (or endless) one closes the connection instead.
-DEFAULT_DRAIN_LIMIT: Final = 64 * 1024
-
-Send = Callable[[PreparedRequest], "Response"]
-
-_REDIRECTS: Final = frozenset(REDIRECT_STATI)
+#: Redirect statuses (requests' REDIRECT_STATI): the shells look at them after a send.
+REDIRECTS: Final = frozenset((301, 302, 303, 307, 308))
 _MAX_VERDICTS: Final = 512
 _MAX_ISSUED: Final = 16
-_DRAIN_CHUNK: Final = 16 * 1024
-
 
 class TransportOptions(TypedDict, total=False):
     """The transport's knobs, spelled once for the adapter, the auth and :func:`mount`.
 
-    Each is documented on :class:`TokenRotateAdapter`; a missing one takes its
+    Each is documented on :class:`~requests_tokenrotate.TokenRotateAdapter`; a missing one takes its
     ``DEFAULT_*``. ``origins`` has no default: a token goes only where it was
     configured to go.
     """
@@ -97,35 +89,8 @@ def _status_codes(refresh_on: int | Iterable[int]) -> frozenset[int]:
     return frozenset(codes)
 
 
-def release(response: Response, limit: int = DEFAULT_DRAIN_LIMIT) -> None:
-    """Discard a response we will not return, keeping its connection only if that is cheap.
-
-    A body of at most ``limit`` bytes is read (and kept in ``.content``) so
-    that the connection goes back to the pool; a longer or endless one is not
-    read further, and the connection is closed instead.
-    """
-    try:
-        length = response.headers.get("Content-Length", "")
-        if length.isdigit() and int(length) > limit:
-            return  # close() below drops the connection without reading it
-        chunks: list[bytes] = []
-        size = 0
-        for chunk in response.iter_content(_DRAIN_CHUNK):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > limit:
-                logger.debug("discarded a body over %d bytes: closing its connection", limit)
-                return
-        # All read: iter_content marked it consumed, so close() releases the connection.
-        response._content = b"".join(chunks)
-    except (RequestException, RuntimeError):  # a broken (or already read) body
-        pass
-    finally:
-        response.close()
-
-
-class Transport:
-    """One decision procedure (DESIGN.md, transport 1-5) for one :class:`TokenSource`.
+class BearerPolicy:
+    """The bearer policy of one :class:`TokenSource`: what the shells ask before and after a send.
 
     Thread-safe: its only mutable state is a few caches replaced atomically.
     Options are :class:`TransportOptions`, documented on :class:`TokenRotateAdapter`.
@@ -165,11 +130,11 @@ class Transport:
         self.scheme = scheme or ""
         self.cooldown = float(cooldown)
         #: Statuses that need a look after the send; every other one is returned at once.
-        self.watched = self.refresh_on | _REDIRECTS
+        self.watched = self.refresh_on | REDIRECTS
         self._init_caches()
 
     def options(self) -> TransportOptions:
-        """The options, normalised: ``Transport(source, **t.options())`` rebuilds ``t``."""
+        """The options, normalised: ``BearerPolicy(source, **t.options())`` rebuilds ``t``."""
         return TransportOptions(
             origins=sorted(map(show_origin, self.origins)),
             refresh_on=sorted(self.refresh_on),
@@ -199,7 +164,7 @@ class Transport:
 
     def __repr__(self) -> str:
         origins = sorted(map(show_origin, self.origins))
-        return f"Transport(key={self.source.key!r}, origins={origins})"
+        return f"BearerPolicy(key={self.source.key!r}, origins={origins})"
 
     # -- origins -----------------------------------------------------------------
     def is_allowed(self, url: str) -> bool:
@@ -220,7 +185,7 @@ class Transport:
         """True if ``headers`` hold our token header with a value the caller set.
 
         A caller's own credential (``headers=``, another ``auth=``, netrc) is
-        sent as it is and never refreshed; only a value this transport attached
+        sent as it is and never refreshed; only a value this policy attached
         (which a redirect hop or a retry copies) is ours to replace.
         """
         store = getattr(headers, "_store", None)  # requests' CaseInsensitiveDict: no raise
@@ -230,6 +195,10 @@ class Transport:
         else:
             value = headers.get(self.header)
         return value is not None and value not in self._issued
+
+    def is_issued(self, value: str | bytes) -> bool:
+        """True if ``value`` is a header value this policy attached recently."""
+        return value in self._issued
 
     # -- the header --------------------------------------------------------------
     def header_value(self, token: Token) -> str:
@@ -261,39 +230,7 @@ class Transport:
         self._cached = (token, value)
         return value
 
-    def carries(self, request: PreparedRequest, token: Token) -> bool:
-        """True if ``request`` holds our header for ``token``."""
-        return request.headers.get(self.header) == self.header_value(token)
-
-    def strip(self, request: PreparedRequest, token: Token | None = None) -> None:
-        """Remove our header if it holds ``token`` or the last token attached."""
-        value = request.headers.get(self.header)
-        if value is None:
-            return
-        if value in self._issued or (token is not None and value == self.header_value(token)):
-            del request.headers[self.header]
-            logger.debug("%s: removed the token from a request to another origin", self.source.key)
-
     # -- steps 1-3: before the send ----------------------------------------------
-    def attach(self, request: PreparedRequest, replayable: bool) -> Token:
-        """Put a usable token on ``request`` (already checked for its origin).
-
-        :raises TokenRotateError: From the source (``NotLoggedIn``,
-            ``TokenInvalidated``, ...), as they are.
-        """
-        try:
-            token = self.fresh_token(replayable)
-            cached = self._cached
-            value = (
-                cached[1] if cached is not None and cached[0] is token else self.header_value(token)
-            )
-        except TokenRotateError as exc:
-            if exc.request is None:
-                exc.request = request
-            raise
-        request.headers[self.header] = value
-        return token
-
     def fresh_token(self, replayable: bool) -> Token:
         """A token to send with a body that is (or is not) ``replayable``; may block.
 
@@ -309,7 +246,7 @@ class Transport:
         return self.policy.needs_refresh(token, self.source.clock(), replayable=replayable)
 
     def _refresh_early(self, token: Token) -> Token:
-        # DESIGN.md transport 3: a consumed stream cannot be resent after a 401.
+        # A consumed stream cannot be resent after a 401: refresh before sending it.
         logger.debug(
             "%s: refreshing before sending a body that cannot be replayed", self.source.key
         )
@@ -327,14 +264,13 @@ class Transport:
             return token
 
     # -- steps 4-5: after the send -----------------------------------------------
-    def is_stale(self, response: Response, sent: Token) -> bool:
-        """True if ``response`` says ``sent`` is stale (RFC 6750 §3.1, DESIGN.md transport 5)."""
-        return self.is_stale_answer(
-            response.status_code, response.headers.get("WWW-Authenticate"), sent
-        )
-
     def is_stale_answer(self, status: int, challenge: str | None, sent: Token) -> bool:
-        """:meth:`is_stale` on plain values: the status and its ``WWW-Authenticate``."""
+        """True if an answer (its status and ``WWW-Authenticate``) says ``sent`` is stale.
+
+        RFC 6750 §3.1: a 401 (unless ``insufficient_scope``) or ``invalid_token``
+        means stale; another Bearer error never does; a bare 403 does at most
+        once per cooldown, and never for a token younger than the cooldown.
+        """
         if status not in self.refresh_on:
             return False
         error = bearer_error(challenge)
@@ -378,7 +314,7 @@ class Transport:
         ``new``, a just-refreshed token.
 
         If it says ``new`` is stale too, the server rejects even fresh tokens:
-        ``new`` is not refreshed again within the cooldown (see :meth:`is_stale`).
+        ``new`` is not refreshed again within the cooldown (see :meth:`is_stale_answer`).
         """
         if status not in self.refresh_on:
             return
@@ -386,87 +322,3 @@ class Transport:
         if status == 401 or bearer_error(challenge) == "invalid_token":
             self._rejected = (new.access_token, self.source.clock())
 
-    def forget_on_redirect(
-        self, response: Response, sent: Token, allows: Callable[[str], bool]
-    ) -> None:
-        """Drop our header from a request redirected to a foreign origin.
-
-        requests copies the redirected request, headers included, for the next
-        hop and strips only ``Authorization`` across hosts; a custom header or a
-        scheme/port change would otherwise carry the token along.
-        """
-        location = response.headers.get("location")
-        request = response.request
-        if location and request is not None:
-            target = urljoin(response.url or request.url or "", location)
-            if not allows(target):
-                self.strip(request, sent)
-
-    def recover(
-        self,
-        response: Response,
-        sent: Token,
-        *,
-        replayable: bool,
-        send: Send,
-        allows: Callable[[str], bool],
-    ) -> Response:
-        """Refresh after a stale-token ``response``; resend once if the body allows.
-
-        ``response`` came from an allowed origin, answered a request that
-        carried ``sent``, and :meth:`is_stale` said so.
-
-        :raises TokenRotateError: The refresh failed (the response is closed
-            and attached to the error).
-        """
-        key = self.source.key
-        request = response.request
-        if not replayable:
-            logger.warning(
-                "%s: %s answered %s and the body cannot be replayed; refreshed the token "
-                "and returned the response",
-                key,
-                request.method,
-                response.status_code,
-            )
-            self._refresh_after(response, sent)
-            return response
-        release(response)
-        new = self._refresh_after(response, sent)
-        if not rewind(request):
-            logger.warning(
-                "%s: could not rewind the body; returning the %s", key, response.status_code
-            )
-            return response
-        value = self.header_value(new)
-        # The 401 keeps a record of what was sent; the request itself is updated in
-        # place, because requests builds the next redirect hop from it.
-        response.request = request.copy()
-        jar: CookieJar | None = getattr(request, "_cookies", None)
-        if jar is not None:
-            extract_cookies_to_jar(jar, request, response.raw)
-            request.prepare_cookies(jar)
-        request.headers[self.header] = value
-        logger.debug(
-            "%s: %s with token %s; retrying once with %s",
-            key,
-            response.status_code,
-            fingerprint(sent.access_token),
-            fingerprint(new.access_token),
-        )
-        retry = send(request)
-        retry.history.append(response)
-        if retry.is_redirect:
-            self.forget_on_redirect(retry, new, allows)
-        self.record_retry(retry.status_code, retry.headers.get("WWW-Authenticate"), new)
-        return retry
-
-    def _refresh_after(self, response: Response, sent: Token) -> Token:
-        try:
-            return self.source.refresh(sent)
-        except TokenRotateError as exc:
-            response.close()
-            if exc.response is None:
-                exc.response = response
-                exc.request = response.request
-            raise
