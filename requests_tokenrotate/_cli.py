@@ -3,320 +3,30 @@
 Commands: ``status``, ``login KEY`` (``--device``, ``--browser`` or a JSON
 import), ``logout KEY [--revoke]``, ``refresh KEY`` and ``demo``. Errors are
 one line on stderr and a non-zero exit code.
+
+This module is the entry point: the argument parser, logging (WARNING lines
+held back when an error line says the same), and the wording of errors for a
+command that runs once; the commands themselves are in :mod:`._commands`.
 """
 
 from __future__ import annotations
 
 import argparse
-import configparser
-import json
 import logging
-import os
-import shlex
 import sys
-import time
-from collections.abc import Iterator, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Sequence
 
-from ._endpoint import OAuthClient
-from ._grants import RefreshTokenGrant
-from ._source import TokenSource
-from ._stores import FileTokenStore
-from ._storespec import store_from_spec
-from ._token import Token
-from .exceptions import (
-    DiscoveryError,
-    InvalidConfiguration,
-    NotLoggedIn,
-    TokenRotateError,
-    TokenStoreError,
+from ._commands import (
+    CONFIG_ENV,
+    EXIT_ERROR,
+    logout_hint,
+    cmd_demo,
+    cmd_login,
+    cmd_logout,
+    cmd_refresh,
+    cmd_status,
 )
-
-#: Where ``refresh`` reads client settings when ``--config`` is not given.
-if TYPE_CHECKING:
-    from ._protocol import TokenStore
-
-CONFIG_ENV: Final = "REQUESTS_TOKENROTATE_CONFIG"
-EXIT_ERROR: Final = 1
-_CLIENT_OPTIONS: Final = (
-    "token_url", "issuer", "client_id", "client_secret_env", "auth_method", "scope", "audience",
-    "resource", "authorization_url", "device_authorization_url", "revocation_url",
-)  # fmt: skip
-
-
-def _no_grant(stale: Token | None) -> Token:
-    raise NotLoggedIn("this command cannot refresh; use `refresh` with client settings")
-
-
-def _countdown(seconds: float) -> str:
-    sign, seconds = ("", seconds) if seconds >= 0 else ("-", -seconds)
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    if days:
-        return f"{sign}{days}d {hours}h"
-    if hours:
-        return f"{sign}{hours}h {minutes}m"
-    return f"{sign}{minutes}m {secs}s" if minutes else f"{sign}{secs}s"
-
-
-def _store(args: argparse.Namespace) -> TokenStore:
-    if args.store and args.dir:
-        raise InvalidConfiguration("pass --store or --dir, not both")
-    return store_from_spec(args.store) if args.store else FileTokenStore(args.dir)
-
-
-def _entries(store: TokenStore) -> Iterator[tuple[str, Token | TokenRotateError | None]]:
-    """Every key with its token (or its error); in one query if the store can."""
-    items = getattr(store, "items", None)
-    if callable(items):
-        yield from items()
-        return
-    for key in store.keys():  # noqa: SIM118  # a store, not a dict
-        try:
-            yield key, store.load(key)
-        except TokenRotateError as exc:
-            yield key, exc
-
-
-def _describe(
-    store: TokenStore,
-    key: str,
-    token: Token | TokenRotateError | None,
-    now: float,
-    args: argparse.Namespace,
-) -> dict[str, Any]:
-    row: dict[str, Any] = {"key": key}
-    if isinstance(store, FileTokenStore):
-        row["path"] = str(store.path(key))
-    if isinstance(token, TokenRotateError):
-        row.update(state="unreadable", error=f"{token} ({_logout_hint(key, args)})")
-        return row
-    if token is None:
-        row.update(state="missing")
-        return row
-    expires_in = None if token.expires_at is None else token.expires_at - now
-    if token.invalidated_at is not None:
-        state = "invalidated"
-    elif expires_in is not None and expires_in <= 0:
-        state = "expired"
-    else:
-        state = "ok"
-    row.update(
-        state=state,
-        expires_at=token.expires_at,
-        expires_in=expires_in,
-        has_refresh_token=token.refresh_token is not None,
-        invalidated_at=token.invalidated_at,
-        scope=token.scope,
-        token_type=token.token_type,
-    )
-    return row
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    store = _store(args)
-    now = time.time()
-    rows = [_describe(store, key, token, now, args) for key, token in _entries(store)]
-    describe = getattr(store, "describe", None)  # e.g. the keychain backend in use
-    if isinstance(store, FileTokenStore):
-        where = str(store.directory)
-    else:
-        where = describe() if callable(describe) else repr(store)
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "directory" if isinstance(store, FileTokenStore) else "store": where,
-                    "keys": rows,
-                },
-                indent=2,
-            )
-        )
-        return 0
-    print(f"store: {where}")
-    if not rows:
-        print("no tokens stored")
-        return 0
-    print(f"{'KEY':<30} {'EXPIRES IN':<12} {'REFRESH':<8} STATE")
-    for row in rows:
-        expires = "unknown" if row.get("expires_in") is None else _countdown(row["expires_in"])
-        refresh = "yes" if row.get("has_refresh_token") else "no"
-        state = row["state"] if "error" not in row else f"unreadable: {row['error']}"
-        print(f"{row['key']:<30} {expires:<12} {refresh:<8} {state}")
-    return 0
-
-
-def cmd_login(args: argparse.Namespace) -> int:
-    if args.device or args.browser:
-        return _interactive_login(args)
-    raw = Path(args.file).read_bytes() if args.file else sys.stdin.buffer.read()
-    try:
-        data = json.loads(raw, parse_constant=_reject)
-    except (ValueError, RecursionError):
-        raise InvalidConfiguration(
-            "the input is not JSON; pass a token-endpoint response such as "
-            '{"access_token": "...", "refresh_token": "...", "expires_in": 3600}'
-        ) from None
-    try:
-        token = Token.from_response(data)
-    except ValueError as exc:
-        raise InvalidConfiguration(f"cannot log in: {exc}") from None
-    source = TokenSource(_no_grant, _store(args), args.key)
-    source.login(token)
-    expiry = "unknown" if token.expires_at is None else _countdown(token.expires_at - time.time())
-    print(
-        f"logged in {args.key!r}: expires in {expiry}, refresh token: "
-        f"{'yes' if token.refresh_token else 'no'}"
-    )
-    return 0
-
-
-def _reject(name: str) -> Any:
-    raise ValueError(name)
-
-
-def _interactive_login(args: argparse.Namespace) -> int:
-    from ._browser import login_browser
-    from ._login import login_device
-
-    source = _client_source(args, "login --device/--browser")
-    settings = _client_settings(args)
-    extra: dict[str, str] = {}
-    for pair in args.param or ():
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise InvalidConfiguration(f"--param takes NAME=VALUE, not {pair!r}")
-        extra[name] = value
-    options: dict[str, Any] = {
-        "scope": settings.get("scope"),
-        "audience": settings.get("audience"),
-        "resource": settings.get("resource"),
-        "extra": extra,
-    }
-    if args.device:
-        token = login_device(source, **options)
-    else:
-        token = login_browser(
-            source,
-            **options,
-            open_browser=None if args.no_browser else _open_browser,
-            timeout=args.timeout,
-        )
-    expiry = "unknown" if token.expires_at is None else _countdown(token.expires_at - time.time())
-    print(f"logged in {args.key!r}: expires in {expiry}, refresh token: "
-          f"{'yes' if token.refresh_token else 'no'}")  # fmt: skip
-    if token.refresh_token is None:
-        print(
-            "tokenrotate: warning: no refresh token was issued; the login ends when the access "
-            "token expires (ask for the offline_access scope)",
-            file=sys.stderr,
-        )
-    return 0
-
-
-def _open_browser(url: str) -> object:
-    import webbrowser
-
-    return webbrowser.open(url)
-
-
-def cmd_logout(args: argparse.Namespace) -> int:
-    if not args.revoke:
-        TokenSource(_no_grant, _store(args), args.key).logout()
-        print(f"logged out {args.key!r}")
-        return 0
-    source = _client_source(args, "logout --revoke")
-    try:
-        source.logout(revoke=True)
-    except TokenRotateError as exc:
-        if isinstance(exc, TokenStoreError):
-            raise
-        print(
-            f"tokenrotate: error: revocation failed, the server-side token may still be live; "
-            f"{args.key!r} was kept so that `logout --revoke` can be retried (`logout` without "
-            f"--revoke forgets it): {exc}",
-            file=sys.stderr,
-        )
-        return EXIT_ERROR
-    print(f"revoked and logged out {args.key!r}")
-    return 0
-
-
-def _client_settings(args: argparse.Namespace) -> dict[str, str]:
-    settings: dict[str, str] = {}
-    config = args.config or os.environ.get(CONFIG_ENV)
-    if config:
-        parser = configparser.ConfigParser(interpolation=None)
-        if not parser.read(config):
-            raise InvalidConfiguration(f"cannot read the config file {config}")
-        if parser.has_section(args.key):
-            settings.update(parser[args.key])
-        else:
-            settings.update(parser.defaults())
-            if "client_id" not in settings and not getattr(args, "client_id", None):
-                sections = ", ".join(f"[{name}]" for name in parser.sections()) or "none"
-                raise InvalidConfiguration(
-                    f"the config file {config} has no [{args.key}] section (it has: "
-                    f"{sections}); add one with client_id and token_url or issuer"
-                )
-    for name in _CLIENT_OPTIONS:
-        value = getattr(args, name, None)
-        if value:
-            settings[name] = value
-    return settings
-
-
-def _client_source(args: argparse.Namespace, command: str) -> TokenSource:
-    """A refresh-token source for KEY, with the client from the flags or the config file."""
-    settings = _client_settings(args)
-    if "client_id" not in settings:
-        raise InvalidConfiguration(
-            f"{command} needs client settings: --client-id and --token-url or --issuer, "
-            "or a --config file with a [KEY] section"
-        )
-    secret = None
-    if settings.get("client_secret_env"):
-        secret = os.environ.get(settings["client_secret_env"])
-        if not secret:
-            raise InvalidConfiguration(
-                f"environment variable {settings['client_secret_env']} (the client secret) is unset"
-            )
-    client = OAuthClient(
-        token_url=settings.get("token_url"),
-        issuer=settings.get("issuer"),
-        client_id=settings["client_id"],
-        client_secret=secret,
-        auth_method=settings.get("auth_method"),
-        authorization_url=settings.get("authorization_url"),
-        device_authorization_url=settings.get("device_authorization_url"),
-        revocation_url=settings.get("revocation_url"),
-    )
-    grant = RefreshTokenGrant(client, scope=settings.get("scope"))
-    return TokenSource(grant, _store(args), args.key)
-
-
-def cmd_refresh(args: argparse.Namespace) -> int:
-    source = _client_source(args, "refresh")
-    token = source.refresh(source.store.load(args.key))
-    expiry = "unknown" if token.expires_at is None else _countdown(token.expires_at - time.time())
-    print(f"refreshed {args.key!r}: expires in {expiry}")
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from ._demo import run_demo
-
-    return run_demo(
-        processes=args.processes,
-        threads=args.threads,
-        duration=args.duration,
-        lifetime=args.lifetime,
-        rotate_every=args.rotate_every,
-        quiet=args.quiet,
-        client=args.client,
-    )
+from .exceptions import DiscoveryError, TokenRotateError, TokenStoreError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -476,27 +186,5 @@ def _one_shot(exc: TokenRotateError, args: argparse.Namespace) -> str:
         text = text.replace("will retry on the next call", "run the command again")
     key = getattr(args, "key", None) or exc.key
     if isinstance(exc, TokenStoreError) and key and exc.path and not exc.hint:
-        text = f"{text} ({_logout_hint(key, args)})"
+        text = f"{text} ({logout_hint(key, args)})"
     return text
-
-
-def _logout_hint(key: str, args: argparse.Namespace) -> str:
-    directory, spec = getattr(args, "dir", None), getattr(args, "store", None)
-    if spec:
-        where = f" --store {shlex.quote(_without_password(spec))}"
-    else:
-        where = f" --dir {shlex.quote(directory)}" if directory else ""
-    return f"to log out: `tokenrotate logout {shlex.quote(key)}{where}`"
-
-
-def _without_password(spec: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    try:
-        parts = urlsplit(spec)
-        if parts.password is None:
-            return spec
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    except ValueError:
-        return "SPEC"
-    return urlunsplit(parts._replace(netloc=netloc))
