@@ -19,12 +19,12 @@ from collections.abc import Sequence
 from ._commands import (
     CONFIG_ENV,
     EXIT_ERROR,
-    logout_hint,
     cmd_demo,
     cmd_login,
     cmd_logout,
     cmd_refresh,
     cmd_status,
+    logout_hint,
 )
 from .exceptions import DiscoveryError, TokenRotateError, TokenStoreError
 
