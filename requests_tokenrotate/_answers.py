@@ -85,6 +85,9 @@ class Answer(Record):
         return f"Answer(status={self.status}, failure={self.failure!r}, size={len(self.body)})"
 
 
+#: Refresh-token fingerprints that got a bare 400, remembered per client.
+BARE_MEMORY: Final = 16
+
 #: How messages name the endpoint unless told otherwise.
 TOKEN_ENDPOINT: Final = "token endpoint"
 
@@ -137,6 +140,26 @@ def is_bare_400(answer: Answer) -> bool:
         return True
     body = parse_json(answer.body)
     return isinstance(body, dict) and "error" not in body
+
+
+def bare_again(memory: dict[str, bool], refresh_token: str | None, *, bare: bool) -> bool:
+    """Note in ``memory`` whether ``refresh_token`` got a bare 400; True if it did last time too.
+
+    Two bare 400s in a row for one refresh token mean it is dead. ``memory``
+    keeps sha256 tags only, the newest :data:`BARE_MEMORY`; the caller holds
+    any lock it needs.
+    """
+    if not refresh_token:
+        return False
+    import hashlib
+
+    tag = hashlib.sha256(refresh_token.encode("utf-8", "surrogatepass")).hexdigest()
+    again = memory.pop(tag, False)
+    if bare:
+        memory[tag] = True
+        while len(memory) > BARE_MEMORY:
+            del memory[next(iter(memory))]
+    return bare and again
 
 
 def failure_error(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import ipaddress
 import json
 import logging
 import os
@@ -35,6 +34,7 @@ from ._files import (
 )
 from ._pickling import PicklesWithoutLocks
 from ._stores import HOME_ENV
+from ._urls import check_endpoint_url, is_loopback
 from .exceptions import DiscoveryError, InvalidConfiguration
 
 logger = logging.getLogger(__name__)
@@ -46,35 +46,6 @@ _RFC8414: Final = "/.well-known/oauth-authorization-server"
 _MAX_AGE: Final = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)", re.IGNORECASE)
 _NO_REUSE: Final = re.compile(r"(?:^|,)\s*(?:no-store|no-cache)\b", re.IGNORECASE)
 _FILE_VERSION: Final = 1
-
-
-def is_loopback(host: str | None) -> bool:
-    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
-    if not host:
-        return False
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_endpoint_url(url: Any, what: str, *, allow_http: bool = True) -> str:
-    """``url`` if it is https, or http on a loopback host; else :class:`ValueError`.
-
-    :param allow_http: Whether plain http on a loopback host is acceptable.
-    """
-    if not isinstance(url, str) or not url:
-        raise ValueError(f"{what} is missing")
-    parts = urlsplit(url)
-    if not parts.hostname:
-        raise ValueError(f"{what} {url!r} is not an absolute URL")
-    if parts.scheme == "https" or (
-        allow_http and parts.scheme == "http" and is_loopback(parts.hostname)
-    ):
-        return url
-    raise ValueError(f"{what} {url!r} is not https (plain http is allowed on loopback only)")
 
 
 def default_cache_dir() -> Path:

@@ -22,6 +22,7 @@ import requests
 from ._answers import (
     LOST,
     NOT_SENT,
+    bare_again,
     error_from_answer,
     failure_error,
     is_bare_400,
@@ -32,6 +33,7 @@ from ._exchange import DEFAULT_DEADLINE, exchange
 from ._oauth import auth_method_for, authenticated, basic_credentials, secrets_in
 from ._pickling import PicklesWithoutLocks
 from ._retry import DEFAULT_MAX_ATTEMPTS, parse_retry_after, retry_delay
+from ._urls import configured_url
 from .exceptions import InvalidConfiguration, RefreshError, RevocationError
 
 if TYPE_CHECKING:
@@ -45,8 +47,6 @@ logger = logging.getLogger(__name__)
 
 #: (connect, read) seconds for each socket operation; the deadline bounds the call.
 DEFAULT_TIMEOUT: Final = (5.0, 30.0)
-#: Refresh-token fingerprints that got a bare 400, remembered per client.
-_BARE_MEMORY: Final = 16
 
 
 class OAuthClient(PicklesWithoutLocks):
@@ -134,26 +134,16 @@ class OAuthClient(PicklesWithoutLocks):
         if not isinstance(client_id, str) or not client_id:
             raise InvalidConfiguration("OAuthClient needs a client_id")
         method = auth_method_for(auth_method, client_secret)
-        if token_url:
-            from ._discovery import check_endpoint_url
-
-            try:  # RFC 6749 §3.2: the token endpoint requires TLS
-                check_endpoint_url(token_url, "token_url")
-            except ValueError as exc:
-                raise InvalidConfiguration(str(exc)) from None
+        if token_url:  # RFC 6749 §3.2: the token endpoint requires TLS
+            configured_url(token_url, "token_url")
         given = {
             "authorization_endpoint": authorization_url,
             "device_authorization_endpoint": device_authorization_url,
             "revocation_endpoint": revocation_url,
         }
-        from ._discovery import check_endpoint_url
-
         for name, value in given.items():
-            if value:
-                try:  # the login endpoints carry codes and tokens too
-                    check_endpoint_url(value, name)
-                except ValueError as exc:
-                    raise InvalidConfiguration(str(exc)) from None
+            if value:  # the login endpoints carry codes and tokens too
+                configured_url(value, name)
         self._given = {name: value for name, value in given.items() if value}
         self.token_url = token_url or None
         self.issuer = issuer or None
@@ -418,19 +408,8 @@ class OAuthClient(PicklesWithoutLocks):
         return self._discovery.token_endpoint(self.session, until=until)
 
     def _remember_bare(self, refresh_token: str | None, *, bare: bool) -> bool:
-        """Note whether ``refresh_token`` got a bare 400; True if it did last time too."""
-        if not refresh_token:
-            return False
-        import hashlib
-
-        tag = hashlib.sha256(refresh_token.encode("utf-8", "surrogatepass")).hexdigest()
         with self._session_lock:
-            again = self._bare_400s.pop(tag, False)
-            if bare:
-                self._bare_400s[tag] = True
-                while len(self._bare_400s) > _BARE_MEMORY:
-                    del self._bare_400s[next(iter(self._bare_400s))]
-        return bare and again
+            return bare_again(self._bare_400s, refresh_token, bare=bare)
 
     def _forget_discovery(self) -> None:
         if self._discovery is not None:

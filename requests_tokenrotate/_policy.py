@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, Final, TypedDict
 
 from ._challenges import bearer_error, is_token
 from ._freshness import RefreshPolicy
-from ._origins import Origin, origin_of, parse_origins, show_origin
 from ._token import HEADER_SAFE, fingerprint
+from ._urls import Origin, origin_of, parse_origins, show_origin
 from .exceptions import InvalidConfiguration, LockTimeout, RefreshError
 
 if TYPE_CHECKING:
