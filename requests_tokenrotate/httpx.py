@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, Callable, Generator, Iterable
-from typing import TYPE_CHECKING, Any, Final, NoReturn
+from typing import TYPE_CHECKING, Final
 
 import anyio
 import anyio.from_thread
@@ -35,6 +35,7 @@ import anyio.lowlevel
 import anyio.to_thread
 import httpx
 
+from ._httpx_errors import raise_for_httpx
 from ._policy import (
     DEFAULT_COOLDOWN,
     DEFAULT_HEADER,
@@ -43,17 +44,7 @@ from ._policy import (
     BearerPolicy,
 )
 from ._token import fingerprint
-from .exceptions import (
-    DiscoveryError,
-    InvalidConfiguration,
-    LockTimeout,
-    NotLoggedIn,
-    RefreshError,
-    TokenInvalidated,
-    TokenRotateError,
-    TokenStoreError,
-    _rebuild,
-)
+from .exceptions import InvalidConfiguration, TokenRotateError
 
 if TYPE_CHECKING:
     from ._freshness import RefreshPolicy
@@ -162,14 +153,14 @@ class TokenRotateAuth(httpx.Auth):
             sent = policy.fresh_token(replayable)
             request.headers[policy.header] = policy.header_value(sent)
         except TokenRotateError as exc:
-            _raise_for_httpx(exc, request)
+            raise_for_httpx(exc, request)
         response = yield request
         if not self._is_stale(response, sent):
             return
         try:
             new = policy.source.refresh(sent)
         except TokenRotateError as exc:
-            _raise_for_httpx(exc, request, response)
+            raise_for_httpx(exc, request, response)
         if self._resend(request, response, sent, new, replayable):
             retry = yield request
             self._after_retry(retry, new)
@@ -191,14 +182,14 @@ class TokenRotateAuth(httpx.Auth):
                 )
             request.headers[policy.header] = policy.header_value(sent)
         except TokenRotateError as exc:
-            _raise_for_httpx(exc, request)
+            raise_for_httpx(exc, request)
         response = yield request
         if not self._is_stale(response, sent):
             return
         try:
             new = await self._off_loop(("refresh", id(sent)), sent, policy.source.refresh, sent)
         except TokenRotateError as exc:
-            _raise_for_httpx(exc, request, response)
+            raise_for_httpx(exc, request, response)
         if self._resend(request, response, sent, new, replayable):
             retry = yield request
             self._after_retry(retry, new)
@@ -307,7 +298,7 @@ class TokenRotateAuth(httpx.Auth):
         try:
             request.headers[policy.header] = policy.header_value(new)
         except TokenRotateError as exc:
-            _raise_for_httpx(exc, request, response)
+            raise_for_httpx(exc, request, response)
         logger.debug(
             "%s: %s with token %s; retrying once with %s",
             key,
@@ -335,74 +326,3 @@ class _Flight:
         self.done = anyio.Event()
         self.token: Token | None = None
         self.error: BaseException | None = None
-
-
-# -- errors: ours, and httpx's too -----------------------------------------------------
-class _HTTPXError(httpx.RequestError):
-    """Makes an error of ours an :class:`httpx.RequestError` as well.
-
-    ``request`` is then httpx's property (an :class:`httpx.Request`), not
-    requests' attribute: hence the ``type: ignore[misc]`` on each twin."""
-
-    def _state(self) -> dict[str, Any]:
-        state: dict[str, Any] = TokenRotateError._state(self)  # type: ignore[arg-type]
-        state.pop("_request", None)  # an httpx.Request does not cross a pickle
-        return state
-
-
-class _TokenRotateError(_HTTPXError, TokenRotateError):  # type: ignore[misc]
-    pass
-
-
-class _NotLoggedIn(_HTTPXError, NotLoggedIn):  # type: ignore[misc]
-    pass
-
-
-class _TokenInvalidated(_HTTPXError, TokenInvalidated):  # type: ignore[misc]
-    pass
-
-
-class _RefreshError(_HTTPXError, RefreshError):  # type: ignore[misc]
-    pass
-
-
-class _DiscoveryError(_HTTPXError, DiscoveryError):  # type: ignore[misc]
-    pass
-
-
-class _TokenStoreError(_HTTPXError, TokenStoreError):  # type: ignore[misc]
-    pass
-
-
-class _LockTimeout(_HTTPXError, LockTimeout):  # type: ignore[misc]
-    pass
-
-
-class _InvalidConfiguration(_HTTPXError, InvalidConfiguration):  # type: ignore[misc]
-    pass
-
-
-_TWINS: Final[dict[type[TokenRotateError], type[TokenRotateError]]] = {
-    TokenRotateError: _TokenRotateError,
-    NotLoggedIn: _NotLoggedIn,
-    TokenInvalidated: _TokenInvalidated,
-    RefreshError: _RefreshError,
-    DiscoveryError: _DiscoveryError,
-    TokenStoreError: _TokenStoreError,
-    LockTimeout: _LockTimeout,
-    InvalidConfiguration: _InvalidConfiguration,
-}
-
-
-def _raise_for_httpx(
-    exc: TokenRotateError, request: httpx.Request, response: httpx.Response | None = None
-) -> NoReturn:
-    """Raise ``exc`` as the matching error that is also an :class:`httpx.RequestError`."""
-    if isinstance(exc, _HTTPXError):
-        twin = exc
-    else:
-        cls = next(_TWINS[klass] for klass in type(exc).__mro__ if klass in _TWINS)
-        twin = _rebuild(cls, exc._state())
-    twin.request = request  # type: ignore[assignment]  # httpx's property on a twin
-    twin.response = response  # type: ignore[assignment]  # the httpx answer, if any
-    raise twin from exc.__cause__
