@@ -1,4 +1,12 @@
-"""TokenSource: the only code that decides to refresh (DESIGN.md, the refresh gate)."""
+"""TokenSource: the refresh gate, the only code that calls a grant.
+
+Freshness is decided in :mod:`._freshness` (the reuse grace); this module
+applies it under the gate (:mod:`._gate`: the thread lock, then the store's
+lock, re-reading the store after each) and keeps the store contract
+(:mod:`._protocol`): no token call that could outlive the lock, a
+compare-and-set save before the lock is released, a dead credential stamped
+so that every process stops spending it.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The token record: what the store keeps and the transport attaches."""
+"""The token record: what the store keeps and the shells attach. No I/O."""
 
 from __future__ import annotations
 
