@@ -146,10 +146,12 @@ class BearerPolicy:
 
     def _init_caches(self) -> None:
         self._prefix = f"{self.scheme} " if self.scheme else ""
-        self._header_key = self.header.lower()
+        #: ``header`` in lower case: the key of requests' CaseInsensitiveDict.
+        self.header_key = self.header.lower()
         self._cached: tuple[Token, str] | None = None  # the last token and its header value
         self._issued: dict[str, None] = {}  # recent header values of ours, oldest first
         self._verdicts: dict[str, bool] = {}  # "scheme://netloc" -> allowed
+        self._by_url: dict[str, bool] = {}  # whole URL -> allowed
         self._forbidden_at = float("-inf")  # when a bare 403 last spent a refresh
         # The token a reactive refresh just obtained that the server rejected
         # at once, and when: another refresh on it waits for the cooldown.
@@ -169,8 +171,12 @@ class BearerPolicy:
     # -- origins -----------------------------------------------------------------
     def is_allowed(self, url: str) -> bool:
         """True if ``url``'s parsed origin is configured (never by string prefix)."""
+        verdict = self._by_url.get(url)  # the hot path: a URL seen before
+        if verdict is not None:
+            return verdict
         # The verdict depends on scheme and netloc only, and "scheme://netloc" ends
-        # where the first "/" after "//" starts; cache it by that text.
+        # where the first "/" after "//" starts; cache it by that text too, so
+        # that new paths on a known origin are not parsed again.
         end = url.find("/", url.find("//") + 2)
         key = url if end < 0 else url[:end]
         verdict = self._verdicts.get(key)
@@ -179,6 +185,9 @@ class BearerPolicy:
             if len(self._verdicts) >= _MAX_VERDICTS:
                 self._verdicts = {}
             self._verdicts[key] = verdict
+        if len(self._by_url) >= _MAX_VERDICTS:
+            self._by_url = {}
+        self._by_url[url] = verdict
         return verdict
 
     def has_callers_header(self, headers: Mapping[str, str | bytes]) -> bool:
@@ -190,8 +199,10 @@ class BearerPolicy:
         """
         store = getattr(headers, "_store", None)  # requests' CaseInsensitiveDict: no raise
         if store is not None:
-            item = store.get(self._header_key)
+            item = store.get(self.header_key)
             value = None if item is None else item[1]
+        elif self.header not in headers:  # httpx.Headers: the usual miss, looked up once
+            return False
         else:
             value = headers.get(self.header)
         return value is not None and value not in self._issued
@@ -237,13 +248,29 @@ class BearerPolicy:
         :raises TokenRotateError: From the source, as they are.
         """
         token = self.source.token()
-        if self.needs_early_refresh(token, replayable):
+        if not replayable and self.needs_early_refresh(token, replayable):
             token = self._refresh_early(token)
         return token
 
+    def header_for(self, replayable: bool) -> tuple[Token, str]:
+        """:meth:`fresh_token` and its :meth:`header_value`: the shells' hot path; may block.
+
+        :raises TokenRotateError: From the source, as they are.
+        :raises InvalidConfiguration: The token cannot go in a header.
+        """
+        token = self.source.token()
+        if not replayable and self.needs_early_refresh(token, replayable):
+            token = self._refresh_early(token)
+        cached = self._cached
+        if cached is not None and cached[0] is token:
+            return cached
+        return token, self.header_value(token)
+
     def needs_early_refresh(self, token: Token, replayable: bool) -> bool:
         """True if a body that cannot be replayed must wait for a fresher ``token``."""
-        return self.policy.needs_refresh(token, self.source.clock(), replayable=replayable)
+        return not replayable and self.policy.needs_refresh(
+            token, self.source.clock(), replayable=False
+        )
 
     def _refresh_early(self, token: Token) -> Token:
         # A consumed stream cannot be resent after a 401: refresh before sending it.

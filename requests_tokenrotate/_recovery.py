@@ -77,13 +77,17 @@ def attach(policy: BearerPolicy, request: PreparedRequest, replayable: bool) -> 
         ``TokenInvalidated``, ...), as they are, with ``request`` set.
     """
     try:
-        token = policy.fresh_token(replayable)
-        value = policy.header_value(token)
+        token, value = policy.header_for(replayable)
     except TokenRotateError as exc:
         if exc.request is None:
             exc.request = request
         raise
-    request.headers[policy.header] = value
+    headers = request.headers
+    store = getattr(headers, "_store", None)
+    if store is not None:  # CaseInsensitiveDict.__setitem__, without its call
+        store[policy.header_key] = (policy.header, value)
+    else:
+        headers[policy.header] = value
     return token
 
 

@@ -150,8 +150,8 @@ class TokenRotateAuth(httpx.Auth):
             return
         replayable = isinstance(request.stream, httpx.ByteStream)
         try:
-            sent = policy.fresh_token(replayable)
-            request.headers[policy.header] = policy.header_value(sent)
+            sent, value = policy.header_for(replayable)
+            request.headers[policy.header] = value
         except TokenRotateError as exc:
             raise_for_httpx(exc, request)
         response = yield request
