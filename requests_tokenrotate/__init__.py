@@ -1,6 +1,6 @@
 """OAuth2 bearer tokens for requests, rotated transparently and single-flight.
 
-See README.rst for the quick start. Everything public is re-exported here;
+See README.rst and docs/ for the quick start. Everything public is re-exported here;
 no user should need to import a ``_module``.
 """
 
@@ -31,7 +31,7 @@ from .exceptions import (
     TokenStoreError,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 __all__ = [
     "ClientCredentialsGrant",
