@@ -24,9 +24,19 @@ def main(files: list[str]) -> int:
             if match := MARKER.search(text):
                 expected[(Path(name).name, number)] = match.group(1)
     done = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--show-column-numbers",
-         "--no-error-summary", *files],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--no-incremental",
+            "--show-column-numbers",
+            "--no-error-summary",
+            *files,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     got: dict[tuple[str, int], list[str]] = {}
     for line in done.stdout.splitlines():
