@@ -19,5 +19,5 @@ readme_command() {
 }
 
 step() {
-    printf '\n==> [%4ds] %s\n' "$((SECONDS - ${CI_START:-0}))" "$*"
+    printf '\n==> [%4ds] %s\n' "$(($(date +%s) - ${CI_START:-$(date +%s)}))" "$*"
 }
