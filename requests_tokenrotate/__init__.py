@@ -10,6 +10,7 @@ import logging
 
 from ._adapter import TokenRotateAdapter, mount
 from ._auth import TokenRotateAuth
+from ._browser import login_browser
 from ._endpoint import OAuthClient
 from ._grants import (
     ClientCredentialsGrant,
@@ -17,15 +18,20 @@ from ._grants import (
     RefreshTokenGrant,
     TokenExchangeGrant,
 )
+from ._login import DeviceCode, login_device
+from ._protocol import HeldLock, KeyLock, TokenStore
 from ._source import RefreshPolicy, TokenSource
-from ._stores import FileTokenStore, MemoryTokenStore, TokenStore
+from ._stores import FileTokenStore, MemoryTokenStore
 from ._token import Token
 from .exceptions import (
     DiscoveryError,
     InvalidConfiguration,
+    LockLost,
     LockTimeout,
+    LoginError,
     NotLoggedIn,
     RefreshError,
+    RevocationError,
     TokenInvalidated,
     TokenRotateError,
     TokenStoreError,
@@ -35,17 +41,23 @@ __version__ = "0.2.0.dev0"
 
 __all__ = [
     "ClientCredentialsGrant",
+    "DeviceCode",
     "DiscoveryError",
     "FileTokenStore",
+    "HeldLock",
     "InvalidConfiguration",
     "JWTBearerGrant",
+    "KeyLock",
+    "LockLost",
     "LockTimeout",
+    "LoginError",
     "MemoryTokenStore",
     "NotLoggedIn",
     "OAuthClient",
     "RefreshError",
     "RefreshPolicy",
     "RefreshTokenGrant",
+    "RevocationError",
     "Token",
     "TokenExchangeGrant",
     "TokenInvalidated",
@@ -56,6 +68,8 @@ __all__ = [
     "TokenStore",
     "TokenStoreError",
     "__version__",
+    "login_browser",
+    "login_device",
     "mount",
 ]
 

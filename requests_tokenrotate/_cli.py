@@ -1,7 +1,8 @@
 """``python -m requests_tokenrotate`` (console script ``tokenrotate``).
 
-Commands: ``status``, ``login KEY``, ``logout KEY``, ``refresh KEY`` and
-``demo``. Errors are one line on stderr and a non-zero exit code.
+Commands: ``status``, ``login KEY`` (``--device``, ``--browser`` or a JSON
+import), ``logout KEY [--revoke]``, ``refresh KEY`` and ``demo``. Errors are
+one line on stderr and a non-zero exit code.
 """
 
 from __future__ import annotations
@@ -22,11 +23,15 @@ from ._grants import RefreshTokenGrant
 from ._source import TokenSource
 from ._stores import FileTokenStore
 from ._token import Token
-from .exceptions import InvalidConfiguration, NotLoggedIn, TokenRotateError
+from .exceptions import InvalidConfiguration, NotLoggedIn, TokenRotateError, TokenStoreError
 
 #: Where ``refresh`` reads client settings when ``--config`` is not given.
 CONFIG_ENV: Final = "REQUESTS_TOKENROTATE_CONFIG"
 EXIT_ERROR: Final = 1
+_CLIENT_OPTIONS: Final = (
+    "token_url", "issuer", "client_id", "client_secret_env", "auth_method", "scope", "audience",
+    "resource", "authorization_url", "device_authorization_url", "revocation_url",
+)  # fmt: skip
 
 
 def _no_grant(stale: Token | None) -> Token:
@@ -95,6 +100,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_login(args: argparse.Namespace) -> int:
+    if args.device or args.browser:
+        return _interactive_login(args)
     raw = Path(args.file).read_bytes() if args.file else sys.stdin.buffer.read()
     try:
         data = json.loads(raw, parse_constant=_reject)
@@ -121,9 +128,70 @@ def _reject(name: str) -> Any:
     raise ValueError(name)
 
 
+def _interactive_login(args: argparse.Namespace) -> int:
+    from ._browser import login_browser
+    from ._login import login_device
+
+    source = _client_source(args, "login --device/--browser")
+    settings = _client_settings(args)
+    extra: dict[str, str] = {}
+    for pair in args.param or ():
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise InvalidConfiguration(f"--param takes NAME=VALUE, not {pair!r}")
+        extra[name] = value
+    options: dict[str, Any] = {
+        "scope": settings.get("scope"),
+        "audience": settings.get("audience"),
+        "resource": settings.get("resource"),
+        "extra": extra,
+    }
+    if args.device:
+        token = login_device(source, **options)
+    else:
+        token = login_browser(
+            source,
+            **options,
+            open_browser=None if args.no_browser else _open_browser,
+            timeout=args.timeout,
+        )
+    expiry = "unknown" if token.expires_at is None else _countdown(token.expires_at - time.time())
+    print(f"logged in {args.key!r}: expires in {expiry}, refresh token: "
+          f"{'yes' if token.refresh_token else 'no'}")  # fmt: skip
+    if token.refresh_token is None:
+        print(
+            "tokenrotate: warning: no refresh token was issued; the login ends when the access "
+            "token expires (ask for the offline_access scope)",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _open_browser(url: str) -> object:
+    import webbrowser
+
+    return webbrowser.open(url)
+
+
 def cmd_logout(args: argparse.Namespace) -> int:
-    TokenSource(_no_grant, FileTokenStore(args.dir), args.key).logout()
-    print(f"logged out {args.key!r}")
+    if not args.revoke:
+        TokenSource(_no_grant, FileTokenStore(args.dir), args.key).logout()
+        print(f"logged out {args.key!r}")
+        return 0
+    source = _client_source(args, "logout --revoke")
+    try:
+        source.logout(revoke=True)
+    except TokenRotateError as exc:
+        if isinstance(exc, TokenStoreError):
+            raise
+        print(
+            f"tokenrotate: error: revocation failed, the server-side token may still be live; "
+            f"{args.key!r} was kept so that `logout --revoke` can be retried (`logout` without "
+            f"--revoke forgets it): {exc}",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    print(f"revoked and logged out {args.key!r}")
     return 0
 
 
@@ -136,18 +204,19 @@ def _client_settings(args: argparse.Namespace) -> dict[str, str]:
             raise InvalidConfiguration(f"cannot read the config file {config}")
         section = args.key if parser.has_section(args.key) else "DEFAULT"
         settings.update(parser[section])
-    for name in ("token_url", "issuer", "client_id", "client_secret_env", "auth_method", "scope"):
-        value = getattr(args, name)
+    for name in _CLIENT_OPTIONS:
+        value = getattr(args, name, None)
         if value:
             settings[name] = value
     return settings
 
 
-def cmd_refresh(args: argparse.Namespace) -> int:
+def _client_source(args: argparse.Namespace, command: str) -> TokenSource:
+    """A refresh-token source for KEY, with the client from the flags or the config file."""
     settings = _client_settings(args)
     if "client_id" not in settings:
         raise InvalidConfiguration(
-            "refresh needs client settings: --client-id and --token-url or --issuer, "
+            f"{command} needs client settings: --client-id and --token-url or --issuer, "
             "or a --config file with a [KEY] section"
         )
     secret = None
@@ -163,10 +232,17 @@ def cmd_refresh(args: argparse.Namespace) -> int:
         client_id=settings["client_id"],
         client_secret=secret,
         auth_method=settings.get("auth_method"),
+        authorization_url=settings.get("authorization_url"),
+        device_authorization_url=settings.get("device_authorization_url"),
+        revocation_url=settings.get("revocation_url"),
     )
-    store = FileTokenStore(args.dir)
-    source = TokenSource(RefreshTokenGrant(client, scope=settings.get("scope")), store, args.key)
-    token = source.refresh(store.load(args.key))
+    grant = RefreshTokenGrant(client, scope=settings.get("scope"))
+    return TokenSource(grant, FileTokenStore(args.dir), args.key)
+
+
+def cmd_refresh(args: argparse.Namespace) -> int:
+    source = _client_source(args, "refresh")
+    token = source.refresh(source.store.load(args.key))
     expiry = "unknown" if token.expires_at is None else _countdown(token.expires_at - time.time())
     print(f"refreshed {args.key!r}: expires in {expiry}")
     return 0
@@ -200,26 +276,44 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
 
-    login = with_dir(commands.add_parser("login", help="seed KEY from a token-endpoint response"))
+    def with_client(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sub.add_argument("--config", help=f"INI file with a [KEY] section (env {CONFIG_ENV})")
+        sub.add_argument("--token-url", dest="token_url")
+        sub.add_argument("--issuer")
+        sub.add_argument("--client-id", dest="client_id")
+        secret_help = "environment variable with the secret"
+        sub.add_argument("--client-secret-env", dest="client_secret_env", help=secret_help)
+        sub.add_argument("--auth-method", dest="auth_method")
+        sub.add_argument("--scope")
+        return sub
+
+    login = with_client(with_dir(commands.add_parser(
+        "login", help="log KEY in (device code or browser), or seed it from a token response"
+    )))  # fmt: skip
     login.add_argument("key")
-    login.add_argument("--file", help="JSON file (default: read stdin)")
+    how = login.add_mutually_exclusive_group()
+    how.add_argument("--device", action="store_true", help="device authorization (RFC 8628)")
+    how.add_argument("--browser", action="store_true", help="browser: authorization code + PKCE")
+    how.add_argument("--file", help="import a JSON token response (default: read stdin)")
+    login.add_argument("--audience")
+    login.add_argument("--resource", help="resource indicator (RFC 8707)")
+    login.add_argument("--param", action="append", help="extra authorization parameter NAME=VALUE")
+    login.add_argument("--authorization-url", dest="authorization_url")
+    login.add_argument("--device-authorization-url", dest="device_authorization_url")
+    login.add_argument("--no-browser", action="store_true", help="only print the login URL")
+    login.add_argument("--timeout", type=float, default=300.0, help="browser wait, s")
     login.set_defaults(func=cmd_login)
 
-    logout = with_dir(commands.add_parser("logout", help="remove KEY"))
+    logout = with_client(with_dir(commands.add_parser("logout", help="remove KEY")))
     logout.add_argument("key")
+    logout.add_argument(
+        "--revoke", action="store_true", help="revoke the tokens at the server first (RFC 7009)"
+    )
+    logout.add_argument("--revocation-url", dest="revocation_url")
     logout.set_defaults(func=cmd_logout)
 
-    refresh = with_dir(commands.add_parser("refresh", help="force a gated refresh of KEY"))
+    refresh = with_client(with_dir(commands.add_parser("refresh", help="force a gated refresh")))
     refresh.add_argument("key")
-    refresh.add_argument("--config", help=f"INI file with a [KEY] section (env {CONFIG_ENV})")
-    refresh.add_argument("--token-url", dest="token_url")
-    refresh.add_argument("--issuer")
-    refresh.add_argument("--client-id", dest="client_id")
-    refresh.add_argument(
-        "--client-secret-env", dest="client_secret_env", help="environment variable with the secret"
-    )
-    refresh.add_argument("--auth-method", dest="auth_method")
-    refresh.add_argument("--scope")
     refresh.set_defaults(func=cmd_refresh)
 
     demo = commands.add_parser("demo", help="run workers against a loopback IdP")

@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import re
-import stat
 import threading
 import time
 from collections.abc import Callable
@@ -25,8 +24,15 @@ from urllib.parse import urlsplit
 
 import requests
 
-from ._endpoint import parse_json
-from ._files import private_directory, write_atomically
+from ._answers import parse_json
+from ._exchange import DEADLINE, DEFAULT_DEADLINE, TOO_LARGE, exchange
+from ._files import (
+    MAX_FILE_BYTES,
+    private_directory,
+    read_private,
+    remove_stale_temp_files,
+    write_atomically,
+)
 from ._gate import PicklesWithoutLocks
 from ._stores import HOME_ENV
 from .exceptions import DiscoveryError, InvalidConfiguration
@@ -86,22 +92,6 @@ def default_cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("requests-tokenrotate", appauthor=False)) / "discovery"
 
 
-def _read_private(path: Path) -> bytes | None:
-    """The bytes of ``path`` if it is a regular file of ours; None if it is absent."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        return None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        # The cache decides where client secrets and refresh tokens are sent:
-        # never trust a file another user could have planted.
-        if not stat.S_ISREG(info.st_mode) or (hasattr(os, "getuid") and info.st_uid != os.getuid()):
-            raise ValueError("not a regular file owned by the current user")
-        return handle.read()
-
-
 class Discovery(PicklesWithoutLocks):
     """The discovery document of one issuer, fetched on first need.
 
@@ -116,7 +106,12 @@ class Discovery(PicklesWithoutLocks):
         ``no-store``, ``no-cache`` or ``max-age=0``, like ``ttl=0``, keep the
         document off the disk: it is then fetched once per process.
     :param cache_dir: Where to cache (default :func:`default_cache_dir`).
-    :param timeout: Seconds, or a ``(connect, read)`` pair, for each request.
+    :param timeout: Seconds, or a ``(connect, read)`` pair, for each socket
+        operation, clamped to the time left before the deadline.
+    :param deadline: Wall-clock seconds for fetching the document (both
+        locations, connect to last byte; default 30). A larger answer than
+        1 MiB, or one still unfinished at the deadline, is a
+        :class:`DiscoveryError`.
     :param clock: Epoch-seconds clock (tests inject one).
     :raises InvalidConfiguration: ``issuer`` is not an https (or loopback)
         URL without query or fragment.
@@ -131,6 +126,7 @@ class Discovery(PicklesWithoutLocks):
         ttl: float | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         timeout: float | tuple[float, float] = (5.0, 30.0),
+        deadline: float = DEFAULT_DEADLINE,
         clock: Callable[[], float] = time.time,
     ) -> None:
         try:
@@ -146,6 +142,7 @@ class Discovery(PicklesWithoutLocks):
         self.ttl = DEFAULT_DISCOVERY_TTL if ttl is None else float(ttl)
         self._cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.timeout = timeout
+        self.deadline = float(deadline)
         self.clock = clock
         self._lock = threading.Lock()
         # (document, expires_at); expires_at None: kept for the life of the process.
@@ -176,8 +173,11 @@ class Discovery(PicklesWithoutLocks):
             return cached[0]
         return None
 
-    def document(self, session: requests.Session) -> dict[str, Any]:
+    def document(self, session: requests.Session, *, until: float | None = None) -> dict[str, Any]:
         """The validated discovery document (memory, then disk, then network).
+
+        :param until: A :func:`time.monotonic` instant the fetch must end by
+            (default: ``deadline`` seconds from the start of the fetch).
 
         :raises DiscoveryError: It could not be fetched or is unusable. Nothing
             is cached then: the next call tries again.
@@ -198,7 +198,9 @@ class Discovery(PicklesWithoutLocks):
             if loaded is None:
                 self._failure = None
                 try:
-                    loaded = self._fetch(session)
+                    if until is None:
+                        until = time.monotonic() + self.deadline
+                    loaded = self._fetch(session, until)
                 except DiscoveryError as exc:
                     self._failure = exc.message
                     raise
@@ -209,12 +211,12 @@ class Discovery(PicklesWithoutLocks):
             self._cached = loaded
             return loaded[0]
 
-    def token_endpoint(self, session: requests.Session) -> str:
+    def token_endpoint(self, session: requests.Session, *, until: float | None = None) -> str:
         """The ``token_endpoint`` of the issuer.
 
         :raises DiscoveryError: See :meth:`document`.
         """
-        return str(self.document(session)["token_endpoint"])
+        return str(self.document(session, until=until)["token_endpoint"])
 
     def forget(self) -> None:
         """Drop the cached document (memory and disk): the next call discovers again."""
@@ -225,31 +227,38 @@ class Discovery(PicklesWithoutLocks):
         logger.debug("discovery: forgot the document of %s", self.issuer)
 
     # -- network -----------------------------------------------------------
-    def _fetch(self, session: requests.Session) -> tuple[dict[str, Any], float | None]:
+    def _fetch(
+        self, session: requests.Session, until: float
+    ) -> tuple[dict[str, Any], float | None]:
         for url in self.urls:
             logger.debug("discovery: fetching %s", url)
-            try:
-                response = session.get(
-                    url,
-                    headers={"Accept": "application/json"},
-                    timeout=self.timeout,
-                    allow_redirects=False,
-                )
-            except requests.RequestException as exc:
+            answer = exchange(
+                session, "GET", url, until=until, timeout=self.timeout,
+                headers={"Accept": "application/json"}, allow_redirects=False,
+            )  # fmt: skip
+            if answer.failure == DEADLINE:
                 raise DiscoveryError(
-                    f"discovery document {url} could not be fetched ({type(exc).__name__}); "
+                    f"discovery document {url} did not arrive within the {self.deadline:g} s "
+                    "deadline; will retry on the next call"
+                )
+            if answer.failure == TOO_LARGE:
+                raise DiscoveryError(
+                    f"discovery document {url} is larger than 1 MiB; will retry on the next call"
+                )
+            if answer.failure is not None:
+                raise DiscoveryError(
+                    f"discovery document {url} could not be fetched ({answer.detail}); "
                     "will retry on the next call"
-                ) from None
-            with response:
-                if response.status_code == 404:
-                    continue  # RFC 8414 servers need not serve the OIDC path
-                if response.status_code != 200:
-                    raise DiscoveryError(
-                        f"discovery document {url} answered {response.status_code}; "
-                        "will retry on the next call"
-                    )
-                document = self._validate(url, parse_json(response))
-                lifetime = self._lifetime(response.headers.get("Cache-Control", ""))
+                )
+            if answer.status == 404:
+                continue  # RFC 8414 servers need not serve the OIDC path
+            if answer.status != 200:
+                raise DiscoveryError(
+                    f"discovery document {url} answered {answer.status}; "
+                    "will retry on the next call"
+                )
+            document = self._validate(url, parse_json(answer.body))
+            lifetime = self._lifetime(answer.headers.get("Cache-Control", ""))
             if lifetime <= 0:
                 return document, None
             now = self.clock()
@@ -291,7 +300,9 @@ class Discovery(PicklesWithoutLocks):
             return None
         path = self.cache_path
         try:
-            raw = _read_private(path)
+            # The cache decides where client secrets and refresh tokens are sent:
+            # the same checks as a token file (ours, regular, one link, no FIFO).
+            raw = read_private(path, MAX_FILE_BYTES)
             if raw is None:
                 return None
             data = json.loads(raw)
@@ -301,7 +312,14 @@ class Discovery(PicklesWithoutLocks):
             # A smaller ttl than the one the file was written with applies at once.
             expires_at = min(float(data["expires_at"]), fetched_at + self.ttl)
             document = self._validate(str(path), data["document"])
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        except OSError as exc:
+            # A FIFO, socket, directory or foreign file in the way is a cache
+            # miss, never a hang: the document is fetched and the file replaced.
+            logger.warning(
+                "discovery cache %s is unusable (%s); fetching again", path, exc.strerror
+            )
+            return None
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             logger.warning(
                 "discovery cache %s is unusable (%s); fetching again", path, type(exc).__name__
             )
@@ -332,3 +350,5 @@ class Discovery(PicklesWithoutLocks):
             write_atomically(path, payload)
         except OSError as exc:
             logger.warning("could not write the discovery cache %s: %s", path, exc.strerror)
+            return
+        remove_stale_temp_files(path.parent)

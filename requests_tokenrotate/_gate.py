@@ -13,10 +13,11 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ._protocol import KeyLock
 from .exceptions import LockTimeout
 
 if TYPE_CHECKING:
-    from ._stores import TokenStore
+    from ._protocol import HeldLock, TokenStore
 
 logger = logging.getLogger(__name__)
 
@@ -64,9 +65,13 @@ class Gate(PicklesWithoutLocks):
             self._thread_lock.release()
 
     @contextlib.contextmanager
-    def processes(self, deadline: float) -> Iterator[None]:
-        """Hold the store's lock for the key, waiting at most until ``deadline``."""
+    def processes(self, deadline: float) -> Iterator[HeldLock]:
+        """Hold the store's lock for the key, waiting at most until ``deadline``.
+
+        Yields the store's :class:`HeldLock` (a :class:`KeyLock` for stores
+        whose ``lock()`` yields nothing).
+        """
         remaining = max(deadline - time.monotonic(), 0.0)
         logger.debug("waiting for the refresh lock of %r (up to %.1f s)", self.key, remaining)
-        with self.store.lock(self.key, remaining):
-            yield
+        with self.store.lock(self.key, remaining) as held:
+            yield KeyLock(self.store, self.key) if held is None else held

@@ -60,6 +60,11 @@ class RefreshTokenGrant(Record):
     def __init__(self, client: OAuthClient, scope: str | None = None) -> None:
         self._init(client=client, scope=scope)
 
+    @property
+    def deadline(self) -> float:
+        """The client's deadline for one token-endpoint call (seconds)."""
+        return self.client.deadline
+
     def __call__(self, stale: Token | None) -> Token:
         if stale is None or not stale.refresh_token:
             raise NotLoggedIn(
@@ -93,6 +98,11 @@ class ClientCredentialsGrant(Record):
         resource: str | None = None,
     ) -> None:
         self._init(client=client, scope=scope, audience=audience, resource=resource)
+
+    @property
+    def deadline(self) -> float:
+        """The client's deadline for one token-endpoint call (seconds)."""
+        return self.client.deadline
 
     def __call__(self, stale: Token | None) -> Token:
         params = {"grant_type": "client_credentials"}
@@ -216,6 +226,11 @@ class JWTBearerGrant(Record):
             client=client, assertion=assertion, scope=scope, audience=audience, resource=resource
         )
 
+    @property
+    def deadline(self) -> float:
+        """The client's deadline for one token-endpoint call (seconds)."""
+        return self.client.deadline
+
     def __call__(self, stale: Token | None) -> Token:
         params = {"grant_type": GRANT_JWT_BEARER}
         extra = _extra(scope=self.scope, audience=self.audience, resource=self.resource)
@@ -298,6 +313,11 @@ class TokenExchangeGrant(Record):
             requested_token_type=requested_token_type, audience=audience, resource=resource,
             scope=scope, actor=actor, actor_token_type=actor_token_type,
         )  # fmt: skip
+
+    @property
+    def deadline(self) -> float:
+        """The client's deadline for one token-endpoint call (seconds)."""
+        return self.client.deadline
 
     def __call__(self, stale: Token | None) -> Token:
         params = {"grant_type": GRANT_TOKEN_EXCHANGE, "subject_token_type": self.subject_token_type}

@@ -5,31 +5,37 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import json
 import logging
 import os
-import stat
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
+from typing import Any, Final
 from urllib.parse import quote, unquote
 
-from ._files import TEMP_PREFIX, private_directory, write_atomically
+from . import _codec
+from ._files import (
+    MAX_FILE_BYTES,
+    TEMP_PREFIX,
+    UnsafeFile,
+    list_private,
+    open_private,
+    private_directory,
+    read_private,
+    remove_private,
+    remove_stale_temp_files,
+    write_atomically,
+)
 from ._gate import PicklesWithoutLocks
+from ._protocol import KeyLock
 from ._token import Token
 from .exceptions import InvalidConfiguration, LockTimeout, TokenStoreError
-
-if TYPE_CHECKING:
-    from contextlib import AbstractContextManager
 
 logger = logging.getLogger(__name__)
 
 #: Environment variable that overrides the default token directory.
 HOME_ENV: Final = "REQUESTS_TOKENROTATE_HOME"
-#: Version of the token file format; newer files are refused, not overwritten.
-FILE_FORMAT_VERSION: Final = 1
 #: How often a waiter polls a busy lock file. portalocker's default is 0.25 s;
 #: bench/handoff.py measured a p50 handoff of 4.7 ms here (230 ms at 0.25 s).
 LOCK_CHECK_INTERVAL: Final = 0.005
@@ -37,25 +43,6 @@ LOCK_CHECK_INTERVAL: Final = 0.005
 _MAX_NAME: Final = 150
 _SUFFIX: Final = ".json"
 _HASHED_PREFIX: Final = "="  # quote() always escapes "=", so no quoted key starts with it
-
-
-@runtime_checkable
-class TokenStore(Protocol):
-    """Where a :class:`TokenSource` keeps its tokens.
-
-    ``lock(key, timeout)`` is the cross-process gate for one key: whoever holds
-    it may call the token endpoint and write that key.
-    """
-
-    def load(self, key: str) -> Token | None: ...
-
-    def save(self, key: str, token: Token) -> None: ...
-
-    def delete(self, key: str) -> None: ...
-
-    def keys(self) -> list[str]: ...
-
-    def lock(self, key: str, timeout: float) -> AbstractContextManager[object]: ...
 
 
 def _check_key(key: str) -> None:
@@ -93,13 +80,14 @@ class MemoryTokenStore(PicklesWithoutLocks):
         return sorted(self._tokens)
 
     @contextlib.contextmanager
-    def lock(self, key: str, timeout: float) -> Iterator[None]:
+    def lock(self, key: str, timeout: float) -> Iterator[KeyLock]:
+        """Hold ``key``'s thread lock (it cannot be lost while we live)."""
         with self._guard:
             gate = self._locks.setdefault(key, threading.Lock())
         if not gate.acquire(timeout=timeout):
             raise LockTimeout(f"the refresh lock stayed busy for {timeout:g} s", key=key)
         try:
-            yield
+            yield KeyLock(self, key)
         finally:
             gate.release()
 
@@ -118,7 +106,8 @@ def default_directory() -> Path:
 
 
 def _nofollow_opener(path: str, flags: int) -> int:
-    return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), 0o600)
+    # The checks of every private file: no symlink, no FIFO (O_NONBLOCK), ours, one link.
+    return open_private(path, flags)
 
 
 class FileTokenStore:
@@ -159,99 +148,55 @@ class FileTokenStore:
             ) from None
 
     # -- reading -----------------------------------------------------------
-    def _read(self, path: Path) -> dict[str, Any] | None:
+    def _read(self, path: Path) -> _codec.Stored | None:
         try:
-            fd = os.open(
-                path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-            )
-        except FileNotFoundError:
-            return None
+            raw = read_private(path, MAX_FILE_BYTES)
+        except UnsafeFile as exc:
+            raise self._unsafe(exc, path) from None
         except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise TokenStoreError(
-                    f"token file {path} is a symbolic link; refusing to follow it. "
-                    "Remove the link and log in again.",
-                    path=str(path),
-                ) from None
             raise TokenStoreError(
                 f"cannot read token file {path}: {exc.strerror}", path=str(path)
             ) from None
-        with os.fdopen(fd, "rb") as handle:
-            info = os.fstat(handle.fileno())
-            self._check_owner(path, info)
-            raw = handle.read()
-        return self._decode(path, raw)
-
-    def _check_owner(self, path: Path, info: os.stat_result) -> None:
-        if not stat.S_ISREG(info.st_mode):
-            raise TokenStoreError(f"token file {path} is not a regular file", path=str(path))
-        if not hasattr(os, "getuid"):
-            return
-        if info.st_uid != os.getuid():
-            raise TokenStoreError(
-                f"token file {path} belongs to another user; refusing to use it. "
-                "Remove it and log in again.",
-                path=str(path),
-            )
-        if info.st_mode & 0o077:
-            logger.warning("token file %s was readable by others; set it to 0600", path)
-            os.chmod(path, 0o600, follow_symlinks=False)
+        if raw is None:
+            return None
+        return _codec.decode(raw, path=str(path))
 
     @staticmethod
-    def _decode(path: Path, raw: bytes) -> dict[str, Any]:
-        def corrupt(why: str) -> TokenStoreError:
+    def _unsafe(exc: UnsafeFile, path: Path | None = None) -> TokenStoreError:
+        """The error for a token file (or its directory) that must not be used."""
+        if path is None or exc.filename != str(path):
             return TokenStoreError(
-                f"token file {path} is {why}; log in again (or run "
-                f"`python -m requests_tokenrotate logout KEY`) to replace it",
-                path=str(path),
+                f"token directory {exc.filename}: {exc.strerror}; refusing to use it. "
+                f"Use a directory of your own (or set ${HOME_ENV}).",
+                path=str(exc.filename),
             )
-
-        if not raw.strip():
-            raise corrupt("empty")
-
-        def no_constants(name: str) -> Any:
-            raise ValueError(name)
-
-        try:
-            data = json.loads(raw, parse_constant=no_constants)
-        except (ValueError, RecursionError):  # the error's .doc would carry the secrets
-            raise corrupt("not valid JSON (truncated or corrupt)") from None
-        if not isinstance(data, dict) or not isinstance(data.get("token"), dict):
-            raise corrupt("not a token file")
-        version = data.get("version")
-        if version != FILE_FORMAT_VERSION:
-            if isinstance(version, int) and not isinstance(version, bool) and version > 1:
-                raise TokenStoreError(
-                    f"token file {path} has format version {version}, written by a newer "
-                    "requests-tokenrotate; upgrade it",
-                    path=str(path),
-                )
-            raise corrupt("not a token file (unknown format version)")
-        return data
+        if exc.errno == errno.ELOOP:
+            why = "is a symbolic link; refusing to follow it"
+        else:
+            why = f"cannot be used: {exc.strerror}"
+        return TokenStoreError(
+            f"token file {path} {why}. Remove it and log in again.", path=str(path)
+        )
 
     def load(self, key: str) -> Token | None:
         """The token stored for ``key``, or None.
 
         :raises TokenStoreError: The file is corrupt, a symlink or someone else's.
         """
-        path = self.path(key)
-        data = self._read(path)
-        if data is None:
-            return None
-        try:
-            return Token.from_dict(data["token"])
-        except (ValueError, TypeError) as exc:
-            raise TokenStoreError(
-                f"token file {path} is corrupt ({exc}); log in again to replace it",
-                path=str(path),
-            ) from None
+        stored = self._read(self.path(key))
+        return None if stored is None else stored.token
 
     def keys(self) -> list[str]:
         """Every key with a token file, as it was given to :meth:`save`."""
         try:
-            names = sorted(os.listdir(self.directory))
-        except FileNotFoundError:
-            return []
+            names = sorted(list_private(self.directory))
+        except UnsafeFile as exc:
+            raise self._unsafe(exc) from None
+        except OSError as exc:
+            raise TokenStoreError(
+                f"cannot list the token directory {self.directory}: {exc.strerror}",
+                path=str(self.directory),
+            ) from None
         keys = []
         for name in names:
             if not name.endswith(_SUFFIX):
@@ -259,9 +204,9 @@ class FileTokenStore:
             stem = name[: -len(_SUFFIX)]
             if stem.startswith(_HASHED_PREFIX):
                 with contextlib.suppress(TokenStoreError):
-                    data = self._read(self.directory / name)
-                    if data is not None and isinstance(data.get("key"), str):
-                        keys.append(data["key"])
+                    stored = self._read(self.directory / name)
+                    if stored is not None and stored.key is not None:
+                        keys.append(stored.key)
             elif not stem.startswith(TEMP_PREFIX):
                 keys.append(unquote(stem))
         return keys
@@ -274,26 +219,36 @@ class FileTokenStore:
         """
         path = self.path(key)
         self._ensure_directory()
-        payload = json.dumps(
-            {"version": FILE_FORMAT_VERSION, "key": key, "token": token.to_dict()},
-            allow_nan=False,
-        ).encode()
         try:
-            write_atomically(path, payload)
+            write_atomically(path, _codec.encode(key, token))
         except OSError as exc:
             raise TokenStoreError(
                 f"cannot write token file {path}: {exc.strerror}", path=str(path)
             ) from None
+        remove_stale_temp_files(self.directory)
 
     def delete(self, key: str) -> None:
-        """Remove ``key``'s token file (its lock file stays: see msal-extensions)."""
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path(key))
+        """Remove ``key``'s token file (its lock file stays: see msal-extensions),
+        and temp files an interrupted save left behind.
+
+        :raises TokenStoreError: The file cannot be removed, or the directory
+            belongs to another user.
+        """
+        path = self.path(key)
+        try:
+            remove_private(path)
+        except UnsafeFile as exc:
+            raise self._unsafe(exc, path) from None
+        except OSError as exc:
+            raise TokenStoreError(
+                f"cannot remove token file {path}: {exc.strerror}", path=str(path)
+            ) from None
+        remove_stale_temp_files(self.directory)
 
     # -- the cross-process gate ---------------------------------------------
     @contextlib.contextmanager
-    def lock(self, key: str, timeout: float) -> Iterator[None]:
-        """Hold ``key``'s lock file exclusively.
+    def lock(self, key: str, timeout: float) -> Iterator[KeyLock]:
+        """Hold ``key``'s lock file exclusively (the kernel releases it if we die).
 
         :param timeout: Seconds to wait for a busy lock.
         :raises LockTimeout: The lock stayed busy past ``timeout``.
@@ -332,6 +287,6 @@ class FileTokenStore:
             "lock %s acquired after %.1f ms", path.name, (time.monotonic() - started) * 1e3
         )
         try:
-            yield
+            yield KeyLock(self, key)
         finally:
             lock.release()

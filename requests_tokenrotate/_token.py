@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from typing import Any, Final
+
+from .exceptions import InvalidConfiguration
 
 logger = logging.getLogger(__name__)
 
 #: ``expires_in`` values above this (ten years) are treated as nonsense.
 MAX_EXPIRES_IN: Final = 10 * 365 * 86400
+
+#: What an access token may hold to follow "Bearer " in a header: visible
+#: ASCII and obs-text (Latin-1); no whitespace or control characters (a CR or
+#: LF would split the header), nothing outside Latin-1.
+HEADER_SAFE: Final = re.compile(r"[\x21-\x7e\x80-\xff]+")
 
 _STR_FIELDS: Final = ("token_type", "refresh_token", "scope", "id_token")
 _TIME_FIELDS: Final = ("expires_at", "obtained_at", "invalidated_at")
@@ -159,7 +167,13 @@ class Token(Record):
         invalidated_at: float | None = None,
     ) -> None:
         if not isinstance(access_token, str) or not access_token:
-            raise ValueError("a token needs a non-empty access_token string")
+            raise InvalidConfiguration("a token needs a non-empty access_token string")
+        if HEADER_SAFE.fullmatch(access_token) is None:
+            # Never quote it: the fingerprint is enough to correlate.
+            raise InvalidConfiguration(
+                f"the access_token (fingerprint {fingerprint(access_token)}) holds characters "
+                "that cannot be sent in an HTTP header (space, CR, LF, controls, non-Latin-1)"
+            )
         if token_type.lower() == "bearer":
             token_type = "Bearer"
         self._init(
@@ -186,23 +200,39 @@ class Token(Record):
     def from_response(cls, data: Any, *, now: float | None = None) -> Token:
         """Build a token from a token-endpoint JSON body (RFC 6749 §5.1).
 
+        Also reads token dicts exported by other libraries or by
+        :meth:`to_dict`, keeping their real age. The expiry is, in order of
+        precedence: ``expires_at`` (absolute epoch seconds, as requests-oauthlib
+        and Authlib store it); ``obtained_at + expires_in``; ``now +
+        expires_in``; the JWT ``exp`` claim; else unknown. ``obtained_at`` is
+        taken when present and not in the future, else ``now``.
+
         :param data: The decoded JSON object.
         :param now: The receive time in epoch seconds (default: ``time.time()``).
-        :raises ValueError: ``data`` is not an object with an ``access_token``
-            string. The message never quotes the body.
+        :raises InvalidConfiguration: (a :class:`ValueError`) ``data`` is not an
+            object with an ``access_token`` string that can be sent in a header.
+            The message never quotes the body.
         """
         if not isinstance(data, dict):
-            raise ValueError("the token response is not a JSON object")
+            raise InvalidConfiguration("the token response is not a JSON object")
         access_token = data.get("access_token")
         if not isinstance(access_token, str) or not access_token:
-            raise ValueError("the token response has no access_token")
-        obtained_at = time.time() if now is None else now
-        lifetime = _expires_in(data.get("expires_in"))
-        expires_at = obtained_at + lifetime if lifetime is not None else jwt_expiry(access_token)
+            raise InvalidConfiguration("the token response has no access_token")
+        received = time.time() if now is None else now
+        obtained_at = _number(data.get("obtained_at"))
+        if obtained_at is None or obtained_at > received or obtained_at <= 0:
+            obtained_at = received
+        expires_at = _number(data.get("expires_at"))
+        if expires_at is None or expires_at <= 0:
+            lifetime = _expires_in(data.get("expires_in"))
+            if lifetime is not None:
+                expires_at = obtained_at + lifetime
+            else:
+                expires_at = jwt_expiry(access_token)
         strings = {name: data.get(name) for name in _STR_FIELDS}
         for name, value in strings.items():
             if value is not None and not isinstance(value, str):
-                raise ValueError(f"the token response's {name} is not a string")
+                raise InvalidConfiguration(f"the token response's {name} is not a string")
         return cls(
             access_token=access_token,
             token_type=strings["token_type"] or "Bearer",

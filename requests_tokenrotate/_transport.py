@@ -10,7 +10,6 @@ a replayable body once. :class:`TokenRotateAdapter` and
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final
@@ -23,7 +22,7 @@ from requests.models import REDIRECT_STATI, PreparedRequest
 from ._body import rewind
 from ._challenges import bearer_error, is_token
 from ._source import RefreshPolicy
-from ._token import fingerprint
+from ._token import HEADER_SAFE, fingerprint
 from .exceptions import InvalidConfiguration, LockTimeout, RefreshError, TokenRotateError
 
 if TYPE_CHECKING:
@@ -51,9 +50,6 @@ Send = Callable[[PreparedRequest], "Response"]
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 _REDIRECTS: Final = frozenset(REDIRECT_STATI)
 _MAX_VERDICTS: Final = 512
-# What may follow "Bearer " in a header: visible ASCII and obs-text, no
-# whitespace or control characters (a CR or LF would split the header).
-_HEADER_SAFE: Final = re.compile(r"[\x21-\x7e\x80-\xff]+")
 
 
 # -- origins --------------------------------------------------------------------
@@ -219,7 +215,7 @@ class Transport:
         if cached is not None and cached[0] is token:
             return cached[1]
         access = token.access_token
-        if _HEADER_SAFE.fullmatch(access) is None:
+        if HEADER_SAFE.fullmatch(access) is None:
             # requests' InvalidHeader would quote the value, that is, the token.
             raise InvalidConfiguration(
                 f"the access token for {self.source.key!r} (fingerprint "

@@ -8,9 +8,12 @@ already handles requests' errors handles ours too::
         +-- NotLoggedIn             nothing stored for the key: log in
         +-- TokenInvalidated        the refresh credential was rejected: log in again
         +-- RefreshError            transient token-endpoint failure: try again later
+        |   +-- RevocationError     the server did not confirm a revocation (RFC 7009)
+        +-- LoginError              a login did not complete: denied, expired, bad callback
         +-- DiscoveryError          the OIDC discovery document could not be used
         +-- TokenStoreError         the store is unreadable or corrupt (.path)
         +-- LockTimeout             the refresh lock stayed busy past its timeout
+        |   +-- LockLost            a lease ran out under its holder: nothing was sent or saved
         +-- InvalidConfiguration    (also a ValueError) bad arguments, invalid_client
 
 Messages name the key, the endpoint and the OAuth ``error`` code; they never
@@ -26,9 +29,12 @@ from requests.exceptions import RequestException
 __all__ = [
     "DiscoveryError",
     "InvalidConfiguration",
+    "LockLost",
     "LockTimeout",
+    "LoginError",
     "NotLoggedIn",
     "RefreshError",
+    "RevocationError",
     "TokenInvalidated",
     "TokenRotateError",
     "TokenStoreError",
@@ -137,6 +143,40 @@ class RefreshError(TokenRotateError):
         super().__init__(message, **kwargs)
 
 
+class RevocationError(RefreshError):
+    """The revocation endpoint (RFC 7009) did not confirm that a token is revoked.
+
+    The token may still be live at the server; :meth:`TokenSource.logout` keeps
+    the local copy then, so that revoking can be tried again.
+
+    .. versionadded:: 0.2.0
+    """
+
+
+class LoginError(TokenRotateError):
+    """A device or browser login did not complete; nothing was stored.
+
+    :ivar error: The OAuth ``error`` code (``access_denied``, ``expired_token``,
+        ``invalid_grant``, ...) or one of ours: ``state_mismatch``,
+        ``issuer_mismatch``, ``timeout``.
+    :ivar error_description: The server's ``error_description``, if any.
+
+    .. versionadded:: 0.2.0
+    """
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        error: str | None = None,
+        error_description: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.error = error
+        self.error_description = error_description
+        super().__init__(message, **kwargs)
+
+
 class DiscoveryError(TokenRotateError):
     """The OIDC / RFC 8414 discovery document could not be fetched or used."""
 
@@ -154,6 +194,15 @@ class TokenStoreError(TokenRotateError):
 
 class LockTimeout(TokenRotateError):
     """The per-key refresh lock stayed busy past its timeout."""
+
+
+class LockLost(LockTimeout):
+    """The refresh lock was lost (a lease expired) or the key changed under it.
+
+    Raised before a token-endpoint call that could not finish inside the
+    lease (no call is made), and by a compare-and-set save that found a newer
+    token (nothing is written). Try again: the next holder re-reads the store.
+    """
 
 
 class InvalidConfiguration(TokenRotateError, ValueError):

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import selectors
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -264,3 +268,69 @@ def _run_refresh_workers(
 def run_refresh_workers():
     """Run N worker processes x T threads racing one key; returns what each thread saw."""
     return _run_refresh_workers
+
+
+# -- hostile files: what another process (or user) can put at a private path ----
+#: What can sit at a file path and make a careless ``open`` block or misbehave.
+HOSTILE_KINDS = ("fifo", "socket", "directory")
+
+
+def _plant(path: Path, kind: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "fifo":
+        os.mkfifo(path, 0o600)
+    elif kind == "directory":
+        path.mkdir(mode=0o700)
+    else:
+        # AF_UNIX paths are limited to ~108 bytes: bind relative to the directory.
+        here = os.getcwd()
+        os.chdir(path.parent)
+        try:
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.bind(path.name)
+        finally:
+            os.chdir(here)
+
+
+@pytest.fixture(params=HOSTILE_KINDS)
+def plant(request):
+    """Put a FIFO, a bound AF_UNIX socket or a directory at a path (parametrised)."""
+
+    def plant_at(path: Path) -> None:
+        _plant(path, request.param)
+
+    plant_at.kind = request.param
+    return plant_at
+
+
+@pytest.fixture
+def bounded():
+    """``bounded(call)``: call's result (or exception), or a failure if it blocks 10 s.
+
+    A call stuck opening a FIFO is released afterwards by opening the FIFOs
+    passed as ``release=`` from the other side, so no thread stays blocked.
+    """
+
+    def run(call, *, release=(), seconds=10.0):
+        outcome: dict = {}
+
+        def target():
+            try:
+                outcome["value"] = call()
+            except BaseException as exc:
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=target, daemon=True)
+        thread.start()
+        thread.join(seconds)
+        if thread.is_alive():
+            for fifo in release:
+                with contextlib.suppress(OSError):
+                    os.close(os.open(fifo, os.O_RDWR | os.O_NONBLOCK))
+            thread.join(seconds)
+            pytest.fail(f"blocked for more than {seconds} s")
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome.get("value")
+
+    return run

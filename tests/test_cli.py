@@ -76,6 +76,29 @@ def test_status_reports_corrupt_and_invalidated_keys(tmp_path, python):
     assert str(store.path("broken")) in rows["broken"]["error"]
 
 
+def test_status_never_hangs_on_a_fifo_socket_or_directory_at_a_token_path(tmp_path, python, plant):
+    """status reports what sits in place of a token file, quickly, and lists the rest."""
+    store = rt.FileTokenStore(tmp_path)
+    store.save("good", rt.Token("a", expires_at=time.time() + 600))
+    plant(store.path("odd"))
+    outputs = []
+    for args in (("--json",), ()):
+        done = subprocess.run(
+            [python, "-m", "requests_tokenrotate", "status", "--dir", str(tmp_path), *args],
+            capture_output=True,
+            text=True,
+            timeout=20,  # before the fix, a FIFO blocked the open forever
+        )
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout)
+    rows = {r["key"]: r for r in json.loads(outputs[0])["keys"]}
+    assert rows["good"]["state"] == "ok"
+    assert rows["odd"]["state"] == "unreadable"
+    assert f"it is a {plant.kind[:4]}" in rows["odd"]["error"].lower()
+    assert "odd" in outputs[1]
+    assert "unreadable" in outputs[1]
+
+
 def test_refresh_with_flags_and_with_a_config_file(idp, tmp_path, python):
     """refresh KEY spends the refresh token once through the gate (flags or INI config)."""
     store = rt.FileTokenStore(tmp_path)

@@ -277,6 +277,50 @@ def test_symlinked_cache_file_is_not_followed(idp, cache, tmp_path):
     assert target.read_text() == before
 
 
+def test_fifo_socket_or_directory_at_the_cache_path_is_a_miss_not_a_hang(
+    idp, cache, plant, bounded, caplog
+):
+    """Whatever sits at the cache path, discovery fetches (with a WARNING) and never blocks."""
+    path = Discovery(idp.issuer, cache_dir=cache).cache_path
+    plant(path)
+    with caplog.at_level(logging.WARNING), client_for(idp, cache) as client:
+        assert bounded(client.token_endpoint, release=[path]) == idp.token_url
+    assert idp.discovery_calls == 1
+    assert f"discovery cache {path} is unusable (it is a {plant.kind[:4]}".lower() in (
+        caplog.text.lower()
+    )
+    if plant.kind != "directory":  # os.replace cannot replace a directory with a file
+        assert stat.S_ISREG(os.lstat(path).st_mode)
+
+
+def test_hard_linked_cache_file_is_ignored_and_its_other_link_untouched(idp, cache, tmp_path):
+    """A cache file with a second link is a miss; the other file keeps its content and mode."""
+    with client_for(idp, cache) as client:
+        client.token_endpoint()
+    (name,) = cache_files(cache)
+    other = tmp_path / "other.json"
+    os.link(cache / name, other)
+    os.chmod(other, 0o644)
+    before = other.read_text()
+    with client_for(idp, cache) as client:
+        client.token_endpoint()
+    assert idp.discovery_calls == 2
+    assert (other.read_text(), stat.S_IMODE(os.stat(other).st_mode)) == (before, 0o644)
+    assert os.stat(cache / name).st_nlink == 1
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_cache_directory_of_another_user_is_not_trusted(idp, cache, caplog):
+    """A cache directory that belongs to someone else is neither read nor written."""
+    with client_for(idp, cache) as client:
+        client.token_endpoint()
+    os.chown(cache, 65534, 65534)
+    with caplog.at_level(logging.WARNING), client_for(idp, cache) as client:
+        assert client.token_endpoint() == idp.token_url
+    assert idp.discovery_calls == 2
+    assert "another user" in caplog.text
+
+
 def test_moved_token_endpoint_is_rediscovered_after_a_404(idp, cache):
     """A cached endpoint that answers 404: RefreshError, the cache is dropped, the next call heals."""
     idp.discovery_overrides = {"token_endpoint": idp.url + "/moved/token"}

@@ -391,11 +391,11 @@ def test_callable_rejected_is_called_again_once(idp, client):
 
 
 def test_transient_exchange_failure_does_not_refresh_the_parent(idp, client):
-    """A 500 from the exchange is a RefreshError: no parent refresh, nothing stamped; next call works."""
+    """500s from the exchange are a RefreshError: no parent refresh, nothing stamped; next call works."""
     store = rt.MemoryTokenStore()
     parent = logged_in(idp, client, store)
     derived = rt.TokenSource(rt.TokenExchangeGrant(client, parent), store, STACK)
-    idp.fail_next(1, "500")
+    idp.fail_next(client.max_attempts, "500")  # an exchange spends nothing: 500s are retried
     with pytest.raises(rt.RefreshError):
         derived.token()
     assert idp.refresh_calls == 0

@@ -6,7 +6,9 @@ import json
 import logging
 import os
 import stat
+import subprocess
 import threading
+import time
 
 import pytest
 
@@ -18,6 +20,7 @@ from requests_tokenrotate import (
     TokenStore,
     TokenStoreError,
 )
+from requests_tokenrotate._files import STALE_TEMP_AGE, TEMP_PREFIX
 from requests_tokenrotate._stores import HOME_ENV
 
 TOKEN = Token("access-secret", refresh_token="refresh-secret", expires_at=2e9, obtained_at=1e9)
@@ -89,7 +92,7 @@ def test_derived_keys_with_slashes_are_distinct(store):
         (b"", "empty"),
         (b"   \n", "empty"),
         (b'{"version": 1, "key": "k", "token": {"access_tok', "not valid JSON"),
-        (b"[1, 2]", "not a token file"),
+        (b"[1, 2]", "not a token document"),
         (b'{"version": 1, "token": {"access_token": "a", "expires_at": NaN}}', "not valid JSON"),
         (b"[" * 100000 + b"]" * 100000, "not valid JSON"),
         (b'{"version": 1, "token": {"access_token": 5}}', "corrupt"),
@@ -233,3 +236,112 @@ def test_directory_owned_by_another_user_is_refused(tmp_path):
     with pytest.raises(TokenStoreError, match="another user"):
         FileTokenStore(directory).save("k", TOKEN)
     assert list(directory.iterdir()) == []
+
+
+# -- hostile files ------------------------------------------------------------------------------
+OTHER_UID = 65534  # "nobody"
+
+
+def test_fifo_socket_or_directory_at_the_token_path_is_a_typed_error(store, plant, bounded):
+    """load() never blocks on what sits at the token path; it says what it is."""
+    plant(store.path("k"))
+    with pytest.raises(TokenStoreError, match=f"(?i)token file .* it is a {plant.kind[:4]}"):
+        bounded(lambda: store.load("k"), release=[store.path("k")])
+
+
+def test_fifo_socket_or_directory_at_the_lock_path_is_a_typed_error(store, plant, bounded):
+    """lock() never blocks opening the lock file (lock_timeout could not bound that)."""
+    plant(store.lock_path("k"))
+
+    def take():
+        with store.lock("k", 1):
+            pass
+
+    with pytest.raises(TokenStoreError, match=f"(?i)lock file .* it is a {plant.kind[:4]}"):
+        bounded(take, release=[store.lock_path("k")])
+
+
+def test_hard_linked_token_file_is_refused_and_the_other_file_untouched(store, tmp_path):
+    """A token file with a second link is refused before any mode repair."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("someone's notes")
+    os.chmod(victim, 0o644)
+    store.save("other", TOKEN)
+    os.link(victim, store.path("k"))
+    with pytest.raises(TokenStoreError, match="2 hard links") as info:
+        store.load("k")
+    assert info.value.path == str(store.path("k"))
+    assert mode(victim) == 0o644
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_directory_owned_by_another_user_is_refused_for_reading_too(store):
+    """load, keys and delete refuse a token directory that belongs to someone else."""
+    store.save("k", TOKEN)
+    os.chown(store.directory, OTHER_UID, OTHER_UID)
+    for call in (lambda: store.load("k"), store.keys, lambda: store.delete("k")):
+        with pytest.raises(TokenStoreError, match="another user") as info:
+            call()
+        assert info.value.path == str(store.directory)
+    assert store.path("k").exists()
+
+
+def _temp_file(store, name: str, seconds_old: float):
+    path = store.directory / f"{TEMP_PREFIX}{name}.json"
+    path.write_text("refresh-secret")
+    then = time.time() - seconds_old
+    os.utime(path, (then, then))
+    return path
+
+
+def test_save_and_delete_remove_stale_temp_files_but_not_fresh_ones(store):
+    """Old temp files of ours go on the next save or logout; a concurrent writer's stays."""
+    store.save("k", TOKEN)
+    fresh = _temp_file(store, "fresh", 1)
+    old = _temp_file(store, "old", STALE_TEMP_AGE + 60)
+    store.save("k", TOKEN)
+    assert sorted(p.name for p in store.directory.iterdir()) == sorted(["k.json", fresh.name])
+    old = _temp_file(store, "old", STALE_TEMP_AGE + 60)
+    store.delete("k")
+    assert not old.exists()
+    assert fresh.exists()
+
+
+_KILLED_MID_SAVE = """
+import os, sys
+from requests_tokenrotate import FileTokenStore, Token
+
+def stuck(src, dst):  # the temp file is written and synced; the replace never comes
+    print("written", flush=True)
+    sys.stdin.read()
+
+os.replace = stuck
+FileTokenStore(sys.argv[1]).save("k", Token("a", refresh_token="refresh-secret"))
+"""
+
+
+def test_temp_file_of_a_process_killed_mid_save_is_removed_later(store, python):
+    """A writer SIGKILLed between write and replace leaves a secret; a later save removes it."""
+    store.save("k", TOKEN)
+    child = subprocess.Popen(
+        [python, "-c", _KILLED_MID_SAVE, str(store.directory)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout.readline() == "written\n"
+    finally:
+        child.kill()
+        child.wait(10)
+        child.stdin.close()
+        child.stdout.close()
+    (left,) = [p for p in store.directory.iterdir() if p.name.startswith(TEMP_PREFIX)]
+    assert "refresh-secret" in left.read_text()
+    store.save("k", TOKEN)
+    assert left.exists()  # it could still be a live writer's
+    then = time.time() - STALE_TEMP_AGE - 1
+    os.utime(left, (then, then))
+    store.save("k", TOKEN)
+    assert not left.exists()
+    assert store.keys() == ["k"]

@@ -8,7 +8,7 @@ import time
 import jwt
 import pytest
 
-from requests_tokenrotate import Token
+from requests_tokenrotate import InvalidConfiguration, Token
 from requests_tokenrotate._token import fingerprint
 
 
@@ -117,3 +117,70 @@ def test_fingerprint_is_short_and_stable():
     assert fingerprint("secret") == fingerprint("secret") != "secret"
     assert len(fingerprint("secret")) == 8
     assert fingerprint(None) == "-"
+
+
+# -- imported tokens keep their real age (requests-oauthlib / Authlib shapes, to_dict) --------
+
+
+def test_expires_at_wins_over_a_stale_expires_in():
+    """A requests-oauthlib/Authlib dict whose expires_at passed is expired, whatever expires_in says."""
+    data = {"access_token": "a", "expires_in": 3600, "expires_at": 1000.0}
+    token = Token.from_response(data, now=5000)
+    assert token.expires_at == 1000
+    assert token.expires_within(0, now=5000)
+
+
+def test_obtained_at_counts_the_lifetime_from_when_it_was_issued():
+    """expires_in counts from obtained_at when present, not from the import."""
+    token = Token.from_response(
+        {"access_token": "a", "expires_in": 60, "obtained_at": 4950}, now=5000
+    )
+    assert (token.obtained_at, token.expires_at) == (4950, 5010)
+
+
+@pytest.mark.parametrize(
+    ("extra", "expires_at"),
+    [
+        ({"expires_at": 7000, "obtained_at": 4000, "expires_in": 60}, 7000),  # absolute first
+        ({"expires_at": "7000", "expires_in": 60}, 7000),  # numeric strings are read
+        ({"expires_at": "soon", "expires_in": 60}, 5060),  # unreadable: next rule
+        ({"obtained_at": 9000, "expires_in": 60}, 5060),  # a future obtained_at is now
+        ({"expires_at": None, "expires_in": 60}, 5060),
+    ],
+)
+def test_expiry_precedence(extra, expires_at):
+    """expires_at > obtained_at + expires_in > now + expires_in > the JWT exp."""
+    token = Token.from_response({"access_token": "a", **extra}, now=5000)
+    assert token.expires_at == expires_at
+
+
+def test_expires_at_wins_over_the_jwt_exp():
+    """The JWT exp is the last resort: an explicit expires_at is used first."""
+    access = make_jwt(exp=9999)
+    assert Token.from_response({"access_token": access, "expires_at": 6000}).expires_at == 6000
+    assert Token.from_response({"access_token": access}).expires_at == 9999
+
+
+@pytest.mark.parametrize(
+    "access_token",
+    [
+        "zq b",
+        "zq\r\nX-Evil: 1",
+        "zq\nb",
+        "zq\x00b",
+        "zq\tb",
+        "\x7fzq",
+        "zq\u0442\u043e\u043a",
+        " zq",
+    ],
+)
+def test_access_token_unfit_for_a_header_is_refused(access_token):
+    """Token and from_response refuse what cannot follow 'Bearer ', never quoting it."""
+    with pytest.raises(InvalidConfiguration) as built:
+        Token(access_token)
+    with pytest.raises(ValueError, match="header") as parsed:  # also a ValueError
+        Token.from_response({"access_token": access_token, "refresh_token": "r"})
+    for error in (built.value, parsed.value):
+        assert "zq" not in str(error)
+        assert "zq" not in repr(error.args)
+    assert Token("a\xe9b").access_token == "a\xe9b"  # obs-text (Latin-1) is allowed

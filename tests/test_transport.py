@@ -22,6 +22,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 import requests_tokenrotate as rt
+from requests_tokenrotate._token import _rebuild
 from requests_tokenrotate._transport import DEFAULT_COOLDOWN
 from requests_tokenrotate.testing import LocalIdP
 
@@ -528,7 +529,13 @@ def test_token_unfit_for_a_header_is_rejected_before_sending(
     wire, fake_source, mocked, access_token
 ):
     """A token that would break the header raises InvalidConfiguration, never quoting it."""
-    fake_source.login(rt.Token(access_token, expires_at=time.time() + 3600))
+    with pytest.raises(rt.InvalidConfiguration) as refused:  # Token itself refuses it
+        rt.Token(access_token, expires_at=time.time() + 3600)
+    assert "abc" not in str(refused.value)
+    # One built past the constructor (as unpickling does) still never reaches the wire.
+    smuggled = _rebuild(rt.Token, {**rt.Token("x").to_dict(), "access_token": access_token})
+    fake_source.store.save(fake_source.key, smuggled)
+    fake_source = rt.TokenSource(fake_source.grant, fake_source.store, key=fake_source.key)
     session = wire(fake_source, API, origins=[API])
     with pytest.raises(rt.InvalidConfiguration) as caught:
         session.get(f"{API}/v1")

@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl, unquote_plus
 
 from ._replies import (
     _NO_STORE,
+    _echo_reply,
     _error_reply,
     _failure_reply,
     _InvalidToken,
@@ -86,7 +87,9 @@ class _TokenEndpoint(_TokenMint):
             self._stopping.wait(self.token_latency)
         if mode is not None:
             logger.debug("LocalIdP: injected %r fault at the token endpoint", mode)
-            return _failure_reply(mode)
+            if mode == "echo":
+                return _echo_reply(form, secret)
+            return _failure_reply(mode, retry_after=self.retry_after)
         with self._lock:
             try:
                 if pairs is None or content_type.split(";")[0].strip().lower() != (

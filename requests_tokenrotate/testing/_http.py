@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 _MAX_FORM: Final = 1 << 20
 _MAX_LINE: Final = 8192
 _READ_SIZE: Final = 1 << 16
+_ENDLESS_BYTES: Final = 64 << 20
 _CHUNK_SIZE_RE: Final = re.compile(rb"[0-9A-Fa-f]{1,16}")
 # struct linger {l_onoff, l_linger}: on with a zero timeout makes close() send a RST.
 _LINGER_RESET: Final = struct.pack("HH" if sys.platform == "win32" else "ii", 1, 0)
@@ -41,7 +42,7 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, idp: LocalIdP) -> None:
         self.idp = idp
         self.connections: set[socket.socket] = set()
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(("127.0.0.1", idp.bind_port), _Handler)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind resolves an FQDN, which can stall on a DNS lookup.
@@ -94,6 +95,12 @@ class _Handler(BaseHTTPRequestHandler):
                 reply = idp._handle_token(
                     self.command, body, content_type, self.headers.get("Authorization")
                 )
+            elif url.path in idp._login_paths():
+                body = b"".join(self._body(_MAX_FORM))
+                reply = idp._handle_login(
+                    self.command, url.path, url.query, body,
+                    self.headers.get("Content-Type", ""), self.headers.get("Authorization"),
+                )  # fmt: skip
             else:
                 sha, length = hashlib.sha256(), 0
                 for chunk in self._body(None):
@@ -163,6 +170,11 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.action == "reset":
             self._reset()
             return
+        if reply.action in ("drip", "endless"):
+            self.close_connection = True
+            with contextlib.suppress(OSError):  # the client gave up: that is the point
+                self._stream(reply)
+            return
         self.send_response(reply.status)
         self.send_header("Content-Type", reply.content_type)
         self.send_header("Content-Length", str(len(reply.body)))
@@ -173,6 +185,30 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD" and reply.body:
             self.wfile.write(reply.body)
+
+    def _stream(self, reply: _Reply) -> None:
+        """Send ``reply.body`` one byte per ``drip_seconds``, or an endless chunked body."""
+        idp = self.server.idp
+        self.send_response(reply.status)
+        self.send_header("Content-Type", reply.content_type)
+        if reply.action == "drip":
+            self.send_header("Content-Length", str(len(reply.body)))
+        else:
+            self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if reply.action == "drip":
+            for index in range(len(reply.body)):
+                if idp._stopping.wait(idp.drip_seconds):
+                    return
+                self.wfile.write(reply.body[index : index + 1])
+            return
+        chunk = b"%x\r\n%s\r\n" % (_READ_SIZE, b" " * _READ_SIZE)
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(reply.body) - 1, reply.body[:-1]))
+        for _ in range(_ENDLESS_BYTES // _READ_SIZE):  # "endless", yet bounded
+            if idp._stopping.is_set():
+                return
+            self.wfile.write(chunk)
 
     def _reset(self) -> None:
         """Close the connection abortively: SO_LINGER 0 makes close() send a RST."""

@@ -9,8 +9,8 @@ from collections import deque
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
-from ._grants import _TokenEndpoint
 from ._http import _Server
+from ._login import _LoginEndpoints
 from ._routes import _Routes
 from ._tokens import _new_signing_key
 
@@ -28,19 +28,22 @@ DEFAULT_CLIENTS: Final[Mapping[str, str | None]] = MappingProxyType(
 DEFAULT_ACCESS_TOKEN_LIFETIME: Final = 60.0
 DEFAULT_HANG_SECONDS: Final = 5.0
 DEFAULT_STOP_TIMEOUT: Final = 5.0
-FAIL_MODES: Final = frozenset(
-    {"500", "503", "429", "html", "hang", "reset", "invalid_json", "no_access_token"}
-)
+FAIL_MODES: Final = frozenset({
+    "500", "503", "429", "html", "hang", "reset", "invalid_json", "no_access_token",
+    "drip", "huge", "endless", "bare_400", "echo", "503_retry_after", "429_retry_after",
+})  # fmt: skip
+DEFAULT_DRIP_SECONDS: Final = 0.2
 
 _COUNTERS: Final = (
     "token_calls", "refresh_calls", "invalid_grant", "discovery_calls", "resource_calls",
     "unauthorized", "client_credentials_calls", "password_calls", "jwt_bearer_calls",
     "token_exchange_calls", "jwks_calls",
+    "device_authorizations", "device_polls", "authorizations", "revocations",
 )  # fmt: skip
-_FAIL_ENDPOINTS: Final = ("token", "discovery", "resource")
+_FAIL_ENDPOINTS: Final = ("token", "discovery", "resource", "revocation")
 
 
-class LocalIdP(_TokenEndpoint, _Routes):
+class LocalIdP(_LoginEndpoints, _Routes):
     """A loopback OAuth2/OIDC server with a protected resource, for tests and benchmarks.
 
     Example::
@@ -75,9 +78,14 @@ class LocalIdP(_TokenEndpoint, _Routes):
     :param token_latency: Seconds the token endpoint waits before answering.
     :param clock: Returns epoch seconds; used for ``iat``/``exp`` and to validate tokens.
     :param include_expires_in: Send ``expires_in``; if false, clients must read ``exp``.
+    :param port: The loopback port to listen on (default 0: an ephemeral one). A fixed
+        port lets a test point a client at a server that is not started yet (refused).
     :raises ValueError: An unknown ``algorithm``, ``reuse_policy`` or a bad ``issuer_path``.
 
     :ivar hang_seconds: How long the ``"hang"`` fault waits before closing (default 5 s).
+    :ivar drip_seconds: The pause before each byte of the ``"drip"`` fault (default 0.2 s).
+    :ivar retry_after: The ``Retry-After`` value of the ``"503_retry_after"`` and
+        ``"429_retry_after"`` faults (default ``"1"``; an HTTP-date works too).
     :ivar discovery_overrides: Merged into the discovery document; ``None`` removes a key.
     :ivar token_requests: Every token endpoint form, decoded, plus ``"_client_id"`` and
         ``"_auth_method"`` (``client_secret_basic``, ``client_secret_post`` or ``none``).
@@ -96,6 +104,7 @@ class LocalIdP(_TokenEndpoint, _Routes):
         token_latency: float = 0.0,
         clock: Callable[[], float] = time.time,
         include_expires_in: bool = True,
+        port: int = 0,
     ) -> None:
         if algorithm not in ("HS256", "RS256"):
             raise ValueError(f"algorithm must be 'HS256' or 'RS256', not {algorithm!r}")
@@ -111,6 +120,9 @@ class LocalIdP(_TokenEndpoint, _Routes):
         self.token_latency = float(token_latency)
         self.include_expires_in = include_expires_in
         self.hang_seconds = DEFAULT_HANG_SECONDS
+        self.drip_seconds = DEFAULT_DRIP_SECONDS
+        self.retry_after = "1"
+        self.bind_port = port
         self.discovery_overrides: dict[str, Any] = {}
         self.token_requests: list[dict[str, str]] = []
         self.resource_requests: list[dict[str, Any]] = []
@@ -132,6 +144,7 @@ class LocalIdP(_TokenEndpoint, _Routes):
         self._jti_family: dict[str, int] = {}
         self._failures: dict[str, deque[str]] = {name: deque() for name in _FAIL_ENDPOINTS}
         self._flaky: dict[str, int] = {}
+        self._init_login()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -273,7 +286,13 @@ class LocalIdP(_TokenEndpoint, _Routes):
         Modes: ``"500"``, ``"503"``, ``"429"`` (JSON error with that status), ``"html"``
         (200 ``text/html``), ``"hang"`` (wait :attr:`hang_seconds`, then close without an
         answer), ``"reset"`` (abortive close, RST), ``"invalid_json"`` (200 with a broken JSON
-        body) and ``"no_access_token"`` (200 ``{"token_type": "Bearer"}``). Faults queue up.
+        body) and ``"no_access_token"`` (200 ``{"token_type": "Bearer"}``). Hostile servers:
+        ``"drip"`` (a valid token answer, one byte per :attr:`drip_seconds`), ``"huge"`` (a
+        2 MiB token answer), ``"endless"`` (a chunked body that never ends, up to 64 MiB),
+        ``"bare_400"`` (400, empty body), ``"echo"`` (token endpoint only: a 400 whose
+        ``error_description`` and ``error_uri`` quote every sent value, secrets included),
+        ``"503_retry_after"`` and ``"429_retry_after"`` (with :attr:`retry_after`). Faults
+        queue up.
 
         :param endpoint: ``"token"``, ``"discovery"`` or ``"resource"`` (the protected paths,
             checked before authentication).

@@ -37,7 +37,7 @@ class _Reply(NamedTuple):
     body: bytes = b""
     content_type: str = "application/json"
     headers: Mapping[str, str] = MappingProxyType({})
-    action: str = ""  # "hang" or "reset": answer nothing
+    action: str = ""  # "hang" or "reset": answer nothing; "drip", "endless": stream the body
 
 
 def _json_reply(
@@ -54,9 +54,25 @@ def _error_reply(exc: _OAuthError) -> _Reply:
     return _json_reply(exc.status, payload, headers)
 
 
-def _failure_reply(mode: str) -> _Reply:
+#: A valid token answer: a fault that delivers it slowly must still be refused.
+_TOKEN_BODY: Final = b'{"access_token": "slow-token", "token_type": "Bearer", "expires_in": 60}'
+#: Size of the "huge" fault's body: over any 1 MiB answer cap.
+HUGE_BODY_BYTES: Final = 2 << 20
+
+
+def _failure_reply(mode: str, *, retry_after: str = "1") -> _Reply:
     if mode in ("hang", "reset"):
         return _Reply(0, action=mode)
+    if mode in ("drip", "endless"):
+        return _Reply(200, _TOKEN_BODY, action=mode)
+    if mode == "huge":
+        padding = b" " * (HUGE_BODY_BYTES - len(_TOKEN_BODY))
+        return _Reply(200, _TOKEN_BODY[:-1] + b', "pad": "' + padding + b'"}')
+    if mode == "bare_400":
+        return _Reply(400, b"")
+    if mode in ("503_retry_after", "429_retry_after"):
+        payload = {"error": "temporarily_unavailable"}
+        return _json_reply(int(mode[:3]), payload, {"Retry-After": retry_after})
     if mode == "html":
         return _Reply(200, b"<html>Proxy error</html>", "text/html; charset=utf-8")
     if mode == "invalid_json":
@@ -65,3 +81,13 @@ def _failure_reply(mode: str) -> _Reply:
         return _json_reply(200, {"token_type": "Bearer"})
     error = "server_error" if mode == "500" else "temporarily_unavailable"
     return _json_reply(int(mode), {"error": error})
+
+
+def _echo_reply(form: Mapping[str, str], secret: str | None) -> _Reply:
+    """A 400 whose error fields quote every value the client sent (a careless server)."""
+    sent = " ".join(f"{name}={value}" for name, value in form.items())
+    if secret is not None:
+        sent += f" client_secret={secret}"
+    payload = {"error": "invalid_request", "error_description": f"cannot use {sent}"}
+    payload["error_uri"] = "https://idp.invalid/help?" + sent.replace(" ", "&")
+    return _json_reply(400, payload, _NO_STORE)

@@ -6,6 +6,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from ._grants import GRANT_JWT_BEARER, GRANT_TOKEN_EXCHANGE
+from ._login import GRANT_DEVICE_CODE
 from ._replies import _failure_reply, _InvalidToken, _json_reply, _Reply
 from ._tokens import _TokenMint
 
@@ -53,16 +54,21 @@ class _Routes(_TokenMint):
             mode = self._failures["discovery"].popleft() if self._failures["discovery"] else None
             overrides = dict(self.discovery_overrides)
         if mode is not None:
-            return _failure_reply(mode)
+            return _failure_reply(mode, retry_after=self.retry_after)
         issuer = self.issuer
         document: dict[str, Any] = {
             "issuer": issuer,
             "token_endpoint": issuer + "/token",
+            "authorization_endpoint": issuer + "/authorize",
+            "device_authorization_endpoint": issuer + "/device_authorization",
+            "revocation_endpoint": issuer + "/revoke",
+            "code_challenge_methods_supported": ["S256"],
+            "authorization_response_iss_parameter_supported": True,
             "jwks_uri": issuer + "/jwks",
             "response_types_supported": ["code"],
             "grant_types_supported": [
                 "refresh_token", "client_credentials", "password", GRANT_JWT_BEARER,
-                GRANT_TOKEN_EXCHANGE,
+                GRANT_TOKEN_EXCHANGE, "authorization_code", GRANT_DEVICE_CODE,
             ],
             "token_endpoint_auth_methods_supported": [
                 "client_secret_basic", "client_secret_post", "none",

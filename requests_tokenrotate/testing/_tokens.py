@@ -68,6 +68,7 @@ class _TokenMint:
     reuse_policy: str
     token_latency: float
     include_expires_in: bool
+    retry_after: str
     discovery_overrides: dict[str, Any]
     token_requests: list[dict[str, str]]
     resource_requests: list[dict[str, Any]]

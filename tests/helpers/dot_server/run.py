@@ -80,6 +80,10 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
         "public": (application.CLIENT_PUBLIC, application.GRANT_PASSWORD, False),
         "service": (application.CLIENT_CONFIDENTIAL, application.GRANT_CLIENT_CREDENTIALS, True),
         "special": (application.CLIENT_CONFIDENTIAL, application.GRANT_CLIENT_CREDENTIALS, True),
+        # The login tests: a device (RFC 8628) and browsers (code + PKCE, loopback).
+        "device": (application.CLIENT_PUBLIC, application.GRANT_DEVICE_CODE, False),
+        "browser": (application.CLIENT_PUBLIC, application.GRANT_AUTHORIZATION_CODE, False),
+        "webapp": (application.CLIENT_CONFIDENTIAL, application.GRANT_AUTHORIZATION_CODE, True),
     }
     clients: dict[str, dict[str, str | None]] = {}
     for name, (client_type, grant, has_secret) in apps.items():
@@ -94,7 +98,11 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
             client_type=client_type,
             authorization_grant_type=grant,
             user=user if grant == application.GRANT_PASSWORD else None,
-            redirect_uris="",
+            # RFC 8252 §7.3: DOT lets a loopback redirect URI use any port.
+            redirect_uris="http://127.0.0.1/callback"
+            if grant == application.GRANT_AUTHORIZATION_CODE
+            else "",
+            skip_authorization=grant == application.GRANT_AUTHORIZATION_CODE,
         )
         clients[name] = {"client_id": client_id, "client_secret": secret}
     return {"username": "alice", "password": password, "clients": clients}

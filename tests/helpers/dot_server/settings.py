@@ -33,9 +33,18 @@ def build(
         "INSTALLED_APPS": [
             "django.contrib.auth",
             "django.contrib.contenttypes",
+            "django.contrib.sessions",
             "oauth2_provider",
         ],
-        "MIDDLEWARE": [],
+        # Sessions and users for the login tests: a scripted browser logs in at
+        # /test/login, then drives DOT's own authorize and device views.
+        "MIDDLEWARE": [
+            "django.contrib.sessions.middleware.SessionMiddleware",
+            "django.contrib.auth.middleware.AuthenticationMiddleware",
+        ],
+        "TEMPLATES": [
+            {"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True}
+        ],
         "DATABASES": {
             "default": {
                 "ENGINE": "django.db.backends.sqlite3",
@@ -76,5 +85,10 @@ def build(
                 SHORT_SCOPE: "Short-lived access token",
             },
             "DEFAULT_SCOPES": ["read", "write"],
+            # The login tests: poll a device code every second; RFC 9207 iss in
+            # authorization responses (advertised in the discovery documents).
+            "DEVICE_FLOW_INTERVAL": 1,
+            "OAUTH_DEVICE_VERIFICATION_URI": "http://127.0.0.1/o/device/",
+            "COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS": True,
         },
     }

@@ -12,4 +12,5 @@ urlpatterns = [
     path("api/admin", views.AdminView.as_view(), name="admin"),
     path("api/legacy", views.LegacyView.as_view(), name="legacy"),
     path("test/stats", views.stats, name="stats"),
+    path("test/login", views.login, name="login"),
 ]

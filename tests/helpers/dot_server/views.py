@@ -102,3 +102,17 @@ def stats(request: HttpRequest) -> HttpResponse:
         row = _lookup(access_model, request.POST["access_token"])
         data["access_token_live"] = row is not None and not row.is_expired()
     return JsonResponse(data)
+
+
+@require_POST
+def login(request: HttpRequest) -> HttpResponse:
+    """Sign a user in to a session (the scripted browser's first step): 204 or 403."""
+    from django.contrib import auth
+
+    user = auth.authenticate(
+        request, username=request.POST.get("username"), password=request.POST.get("password")
+    )
+    if user is None:
+        return HttpResponse(status=403)
+    auth.login(request, user)
+    return HttpResponse(status=204)
