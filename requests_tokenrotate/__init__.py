@@ -7,6 +7,7 @@ no user should need to import a ``_module``.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from ._adapter import TokenRotateAdapter, mount
 from ._auth import TokenRotateAuth
@@ -37,7 +38,28 @@ from .exceptions import (
     TokenStoreError,
 )
 
+if TYPE_CHECKING:
+    from ._keyring import KeyringTokenStore
+
 __version__ = "0.2.0.dev0"
+
+#: Stores whose backend library is an extra: imported on first use only.
+_LAZY = {"KeyringTokenStore": "._keyring"}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 __all__ = [
     "ClientCredentialsGrant",
@@ -48,6 +70,7 @@ __all__ = [
     "InvalidConfiguration",
     "JWTBearerGrant",
     "KeyLock",
+    "KeyringTokenStore",
     "LockLost",
     "LockTimeout",
     "LoginError",

@@ -227,7 +227,7 @@ def _no_real_user_directories(tmp_path_factory, monkeypatch):
 
 
 def _run_refresh_workers(
-    directory, token_url, *, processes, threads, client_id="cli", key="default"
+    directory, token_url, *, processes, threads, client_id="cli", key="default", store=None
 ):
     """Start worker processes (tests/helpers/refresh_worker.py), release them together, collect."""
     command = [
@@ -238,6 +238,7 @@ def _run_refresh_workers(
         f"--client-id={client_id}",
         f"--key={key}",
         f"--threads={threads}",
+        *([f"--store={store}"] if store else []),
     ]
     children = [
         subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -334,3 +335,22 @@ def bounded():
         return outcome.get("value")
 
     return run
+
+# -- a real Secret Service (issue: KeyringTokenStore) --------------------------
+@pytest.fixture(scope="session")
+def secret_service(tmp_path_factory):
+    """A private D-Bus session with gnome-keyring-daemon, unlocked; stopped at the end."""
+    from helpers.secret_service import SecretService
+
+    service = SecretService(tmp_path_factory.mktemp("secret-service"))
+    service.start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def keychain(secret_service, monkeypatch):
+    """The environment of this test (and its children) points at the real Secret Service."""
+    for name, value in secret_service.env.items():
+        monkeypatch.setenv(name, value)
+    return secret_service

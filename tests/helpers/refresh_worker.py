@@ -16,9 +16,16 @@ import time
 import requests_tokenrotate as rt
 
 
+def make_store(args: argparse.Namespace) -> rt.TokenStore:
+    if args.store and args.store.startswith("keyring:"):
+        return rt.KeyringTokenStore(args.store.partition(":")[2])
+    return rt.FileTokenStore(args.dir)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dir", required=True)
+    parser.add_argument("--store", default=None, help="keyring:SERVICE instead of --dir")
     parser.add_argument("--key", default="default")
     parser.add_argument("--token-url", required=True)
     parser.add_argument("--client-id", default="cli")
@@ -29,7 +36,7 @@ def main() -> None:
     client = rt.OAuthClient(token_url=args.token_url, client_id=args.client_id)
     source = rt.TokenSource(
         rt.RefreshTokenGrant(client),
-        rt.FileTokenStore(args.dir),
+        make_store(args),
         args.key,
         lock_timeout=args.lock_timeout,
     )
