@@ -40,26 +40,12 @@ from .exceptions import (
 
 if TYPE_CHECKING:
     from ._keyring import KeyringTokenStore
+    from ._postgres import PostgresTokenStore
 
 __version__ = "0.2.0.dev0"
 
-#: Stores whose backend library is an extra: imported on first use only.
-_LAZY = {"KeyringTokenStore": "._keyring"}
-
-
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+#: Public names whose modules import an optional extra: loaded on first use.
+_LAZY = {"KeyringTokenStore": "._keyring", "PostgresTokenStore": "._postgres"}
 
 __all__ = [
     "ClientCredentialsGrant",
@@ -77,6 +63,7 @@ __all__ = [
     "MemoryTokenStore",
     "NotLoggedIn",
     "OAuthClient",
+    "PostgresTokenStore",
     "RefreshError",
     "RefreshPolicy",
     "RefreshTokenGrant",
@@ -95,5 +82,21 @@ __all__ = [
     "login_device",
     "mount",
 ]
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

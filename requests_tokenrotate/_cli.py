@@ -14,18 +14,22 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from ._endpoint import OAuthClient
 from ._grants import RefreshTokenGrant
 from ._source import TokenSource
 from ._stores import FileTokenStore
+from ._storespec import store_from_spec
 from ._token import Token
 from .exceptions import InvalidConfiguration, NotLoggedIn, TokenRotateError, TokenStoreError
 
 #: Where ``refresh`` reads client settings when ``--config`` is not given.
+if TYPE_CHECKING:
+    from ._protocol import TokenStore
+
 CONFIG_ENV: Final = "REQUESTS_TOKENROTATE_CONFIG"
 EXIT_ERROR: Final = 1
 _CLIENT_OPTIONS: Final = (
@@ -50,12 +54,33 @@ def _countdown(seconds: float) -> str:
     return f"{sign}{minutes}m {secs}s" if minutes else f"{sign}{secs}s"
 
 
-def _describe(store: FileTokenStore, key: str, now: float) -> dict[str, Any]:
-    row: dict[str, Any] = {"key": key, "path": str(store.path(key))}
-    try:
-        token = store.load(key)
-    except TokenRotateError as exc:
-        row.update(state="unreadable", error=str(exc))
+def _store(args: argparse.Namespace) -> TokenStore:
+    if args.store and args.dir:
+        raise InvalidConfiguration("pass --store or --dir, not both")
+    return store_from_spec(args.store) if args.store else FileTokenStore(args.dir)
+
+
+def _entries(store: TokenStore) -> Iterator[tuple[str, Token | TokenRotateError | None]]:
+    """Every key with its token (or its error); in one query if the store can."""
+    items = getattr(store, "items", None)
+    if callable(items):
+        yield from items()
+        return
+    for key in store.keys():  # noqa: SIM118  # a store, not a dict
+        try:
+            yield key, store.load(key)
+        except TokenRotateError as exc:
+            yield key, exc
+
+
+def _describe(
+    store: TokenStore, key: str, token: Token | TokenRotateError | None, now: float
+) -> dict[str, Any]:
+    row: dict[str, Any] = {"key": key}
+    if isinstance(store, FileTokenStore):
+        row["path"] = str(store.path(key))
+    if isinstance(token, TokenRotateError):
+        row.update(state="unreadable", error=str(token))
         return row
     if token is None:
         row.update(state="missing")
@@ -80,13 +105,26 @@ def _describe(store: FileTokenStore, key: str, now: float) -> dict[str, Any]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    store = FileTokenStore(args.dir)
+    store = _store(args)
     now = time.time()
-    rows = [_describe(store, key, now) for key in store.keys()]  # noqa: SIM118  # a store, not a dict
+    rows = [_describe(store, key, token, now) for key, token in _entries(store)]
+    describe = getattr(store, "describe", None)  # e.g. the keychain backend in use
+    if isinstance(store, FileTokenStore):
+        where = str(store.directory)
+    else:
+        where = describe() if callable(describe) else repr(store)
     if args.json:
-        print(json.dumps({"directory": str(store.directory), "keys": rows}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "directory" if isinstance(store, FileTokenStore) else "store": where,
+                    "keys": rows,
+                },
+                indent=2,
+            )
+        )
         return 0
-    print(f"store: {store.directory}")
+    print(f"store: {where}")
     if not rows:
         print("no tokens stored")
         return 0
@@ -114,7 +152,7 @@ def cmd_login(args: argparse.Namespace) -> int:
         token = Token.from_response(data)
     except ValueError as exc:
         raise InvalidConfiguration(f"cannot log in: {exc}") from None
-    source = TokenSource(_no_grant, FileTokenStore(args.dir), args.key)
+    source = TokenSource(_no_grant, _store(args), args.key)
     source.login(token)
     expiry = "unknown" if token.expires_at is None else _countdown(token.expires_at - time.time())
     print(
@@ -175,7 +213,7 @@ def _open_browser(url: str) -> object:
 
 def cmd_logout(args: argparse.Namespace) -> int:
     if not args.revoke:
-        TokenSource(_no_grant, FileTokenStore(args.dir), args.key).logout()
+        TokenSource(_no_grant, _store(args), args.key).logout()
         print(f"logged out {args.key!r}")
         return 0
     source = _client_source(args, "logout --revoke")
@@ -237,7 +275,7 @@ def _client_source(args: argparse.Namespace, command: str) -> TokenSource:
         revocation_url=settings.get("revocation_url"),
     )
     grant = RefreshTokenGrant(client, scope=settings.get("scope"))
-    return TokenSource(grant, FileTokenStore(args.dir), args.key)
+    return TokenSource(grant, _store(args), args.key)
 
 
 def cmd_refresh(args: argparse.Namespace) -> int:
@@ -270,6 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     def with_dir(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
         sub.add_argument("--dir", help="token directory (default: the platformdirs location)")
+        sub.add_argument(
+            "--store",
+            metavar="SPEC",
+            help="the store: a directory, or postgresql://user@host/db (password from "
+            "PGPASSWORD or ~/.pgpass)",
+        )
         return sub
 
     status = with_dir(commands.add_parser("status", help="list the stored keys"))

@@ -271,6 +271,119 @@ def run_refresh_workers():
     return _run_refresh_workers
 
 
+# -- PostgreSQL: a throwaway cluster for the session ----------------------------
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL cluster of our own on 127.0.0.1 (initdb in a temporary directory).
+
+    Fails, never skips, when PostgreSQL or psycopg is missing: CI installs both.
+    """
+    sys.path.insert(0, str(HELPERS))
+    try:
+        from pg_server import PostgresServer
+    finally:
+        sys.path.remove(str(HELPERS))
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pytest.fail('psycopg is missing: pip install -e ".[test]" (it installs the postgres extra)')
+    try:
+        server = PostgresServer()
+    except (FileNotFoundError, RuntimeError) as exc:
+        pytest.fail(f"cannot run a PostgreSQL cluster for the tests: {exc}")
+    try:
+        server.start()
+        server.setup_roles()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def pg_store(postgres_server, request):
+    """A PostgresTokenStore on a table of its own (dropped at the end)."""
+    import requests_tokenrotate as rt
+
+    table = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name)[:50].lower()
+    store = rt.PostgresTokenStore(postgres_server.dsn(), table=table)
+    yield store
+    postgres_server.admin(f'DROP TABLE IF EXISTS "{table}"')
+
+
+class Fleet:
+    """Worker processes (tests/helpers/store_worker.py) grouped in "hosts" sharing one store.
+
+    Each host has its own HOME and REQUESTS_TOKENROTATE_HOME: only the store
+    spec and the IdP are common.
+    """
+
+    def __init__(self, base: Path, spec: str, token_url: str, key: str) -> None:
+        self.base = base
+        self.spec = spec
+        self.token_url = token_url
+        self.key = key
+        self.children: list[subprocess.Popen] = []
+
+    def start(self, *, hosts: int, processes: int, threads: int, duration: float = 0.0) -> float:
+        """Start the workers, release them together; returns when (time.time()) they went."""
+        import os
+
+        for host in range(hosts):
+            home = self.base / f"host{host}"
+            home.mkdir(parents=True, exist_ok=True)
+            env = {**os.environ, "HOME": str(home), "REQUESTS_TOKENROTATE_HOME": str(home / "rt")}
+            command = [
+                sys.executable, str(HELPERS / "store_worker.py"), f"--store={self.spec}",
+                f"--token-url={self.token_url}", f"--key={self.key}", f"--threads={threads}",
+                f"--duration={duration}",
+            ]  # fmt: skip
+            self.children += [
+                subprocess.Popen(
+                    command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+                )
+                for _ in range(processes)
+            ]
+        for child in self.children:  # a barrier across processes: all ready, then go
+            assert _read_line(child.stdout, 60).strip() == "ready"
+        went = time.time()
+        for child in self.children:
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        return went
+
+    def results(self, timeout: float = 120) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        out = []
+        for child in self.children:
+            line = _read_line(child.stdout, max(deadline - time.monotonic(), 0.1))
+            assert line, "a worker did not report in time"
+            out.append(json.loads(line))
+        return out
+
+    def close(self) -> None:
+        for child in self.children:
+            if child.poll() is None:
+                child.kill()
+            child.wait(10)
+            for stream in (child.stdin, child.stdout):
+                if stream and not stream.closed:
+                    stream.close()
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    """Make a Fleet(spec, token_url, key); every worker is stopped at the end."""
+    made: list[Fleet] = []
+
+    def make(spec: str, token_url: str, key: str = "default") -> Fleet:
+        made.append(Fleet(tmp_path / "hosts", spec, token_url, key))
+        return made[-1]
+
+    yield make
+    for one in made:
+        one.close()
+
+
 # -- hostile files: what another process (or user) can put at a private path ----
 #: What can sit at a file path and make a careless ``open`` block or misbehave.
 HOSTILE_KINDS = ("fifo", "socket", "directory")

@@ -30,6 +30,12 @@ def test_every_error_is_a_requests_exception_and_exported():
     assert issubclass(rt.InvalidConfiguration, ValueError)
 
 
+def test_lazy_members_resolve_and_are_listed():
+    """Stores of optional extras are in dir() and resolve on first access."""
+    assert "PostgresTokenStore" in dir(rt)
+    assert rt.PostgresTokenStore.__name__ == "PostgresTokenStore"
+
+
 def test_importing_the_package_defers_heavy_imports():
     """A fresh `import requests_tokenrotate` loads neither portalocker, jwt nor platformdirs."""
     import subprocess
@@ -38,7 +44,7 @@ def test_importing_the_package_defers_heavy_imports():
     code = (
         "import sys, requests_tokenrotate; "
         "print(sorted(m for m in ('portalocker', 'jwt', 'platformdirs', 'redis', 'keyring', "
-        "'http.server') if m in sys.modules))"
+        "'psycopg', 'http.server') if m in sys.modules))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True

@@ -150,3 +150,16 @@ def test_a_password_never_reaches_errors_or_repr(keychain):
     assert "secret" not in str(info.value) + repr(store)
     store.save("k", rt.Token("fresh"))  # a login replaces a corrupt entry
     assert store.load("k").access_token == "fresh"
+
+
+def test_cli_status_names_the_keychain_backend_and_lists_the_index(keychain):
+    """`tokenrotate status --store keyring:SERVICE` shows the backend and the indexed keys."""
+    store = rt.KeyringTokenStore("tokenrotate-test-cli")
+    store.save("alpha", rt.Token("a", refresh_token="r", expires_at=time.time() + 600))
+    done = subprocess.run(
+        [sys.executable, "-m", "requests_tokenrotate", "status", "--store", "keyring:tokenrotate-test-cli"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "keyring:tokenrotate-test-cli (keyring.backends.SecretService.Keyring)" in done.stdout
+    assert "alpha" in done.stdout

@@ -17,15 +17,17 @@ import requests_tokenrotate as rt
 
 
 def make_store(args: argparse.Namespace) -> rt.TokenStore:
-    if args.store and args.store.startswith("keyring:"):
-        return rt.KeyringTokenStore(args.store.partition(":")[2])
+    if args.store:
+        from requests_tokenrotate._storespec import store_from_spec
+
+        return store_from_spec(args.store)
     return rt.FileTokenStore(args.dir)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dir", required=True)
-    parser.add_argument("--store", default=None, help="keyring:SERVICE instead of --dir")
+    parser.add_argument("--store", default=None, help="a --store spec instead of --dir")
     parser.add_argument("--key", default="default")
     parser.add_argument("--token-url", required=True)
     parser.add_argument("--client-id", default="cli")
