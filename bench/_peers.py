@@ -4,7 +4,7 @@ Every client is a :class:`requests.Session` (or subclass) that attaches a bearer
 token to requests under one prefix and refreshes it with a refresh-token grant:
 
 * ``requests-tokenrotate``: ``rt.mount(session, prefix, source)``;
-* ``requests-tokenrotate (auth=)``: ``session.auth = rt.TokenRotateAuth(source)``;
+* ``requests-tokenrotate (auth=)``: ``session.auth = rt.TokenRotateAuth(source, origins=prefix)``;
 * ``requests-oauthlib``: ``OAuth2Session(client_id, token=..., auto_refresh_url=...,
   auto_refresh_kwargs={"client_id": ...}, token_updater=cb)``. Its refresh body holds
   no ``client_id`` unless given in ``auto_refresh_kwargs`` (requests_oauthlib/
@@ -215,7 +215,7 @@ def ours_session(kind: str, source: Any, prefix: str) -> requests.Session:
     if kind == OURS:
         rt.mount(session, prefix, source)
     else:
-        session.auth = rt.TokenRotateAuth(source)
+        session.auth = rt.TokenRotateAuth(source, origins=prefix)
     return session
 
 
@@ -236,7 +236,7 @@ def stub_session(
         import requests_tokenrotate as rt
 
         session = requests.Session()
-        session.auth = rt.TokenRotateAuth(source)
+        session.auth = rt.TokenRotateAuth(source, origins=STUB_PREFIX)
     elif kind == STATIC:
         session = requests.Session()
         session.auth = StaticBearer(access_token)

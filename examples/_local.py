@@ -46,3 +46,23 @@ def setup(args: argparse.Namespace, stack: contextlib.ExitStack, *, seed: bool =
     if seed:
         rt.TokenSource(lambda stale: stale, store, args.key).login(idp.issue_tokens())
     return Setup(idp.url, idp.token_url, idp.issuer, store)
+
+
+def grant_servers(
+    args: argparse.Namespace, stack: contextlib.ExitStack, *, login_key: str | None = None
+) -> bool:
+    """For the grant examples: with neither ``--issuer`` nor ``--token-url``, start a
+    LocalIdP and point ``args`` at it (issuer, a temporary ``--dir``, its resource),
+    logging the user in under ``login_key`` first. Returns True if it did."""
+    if args.issuer or args.token_url:
+        return False
+    from requests_tokenrotate.testing import LocalIdP
+
+    idp = stack.enter_context(LocalIdP())
+    args.issuer = idp.issuer
+    args.dir = args.dir or stack.enter_context(tempfile.TemporaryDirectory())
+    args.resource = args.resource or idp.resource_url
+    if login_key is not None:
+        store = rt.FileTokenStore(args.dir)
+        rt.TokenSource(lambda stale: stale, store, login_key).login(idp.issue_tokens())
+    return True

@@ -1,5 +1,6 @@
 """Token exchange (RFC 8693): trade the user's login for a token for one audience.
 
+    python examples/token_exchange.py      # against a loopback LocalIdP, user logged in
     python examples/token_exchange.py --issuer https://idp.example.com --dir ./tokens \\
         --audience stack-api --resource https://api.example.com/x
 
@@ -15,21 +16,25 @@ dead, the error names the parent's key: that is the one to log in again.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from collections.abc import Sequence
 
 import requests
+from _local import grant_servers
 
 import requests_tokenrotate as rt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--issuer", help="issuer URL (the token endpoint is discovered)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--issuer", help="issuer URL (the token endpoint is discovered; default: a loopback IdP)"
+    )
     where.add_argument("--token-url", help="token endpoint URL")
-    parser.add_argument("--dir", required=True, help="token store directory")
+    parser.add_argument("--dir", help="token store directory (default: the platformdirs one)")
     parser.add_argument("--client-id", default="cli")
     parser.add_argument("--parent-key", default="default", help="store key of the user's login")
     parser.add_argument("--key", help="store key of the new token (default PARENT/AUDIENCE)")
@@ -38,6 +43,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-age", type=float, default=None, help="seconds a token is reused")
     parser.add_argument("--resource", default=None, help="a URL to GET with the token")
     args = parser.parse_args(argv)
+    with contextlib.ExitStack() as stack:
+        local = grant_servers(args, stack, login_key=args.parent_key)
+        return run(args, local)
+
+
+def run(args: argparse.Namespace, local: bool) -> int:
+    del local  # the same program either way
     key = args.key or f"{args.parent_key}/{args.audience}"  # one key per audience
 
     store = rt.FileTokenStore(args.dir)
@@ -58,7 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"expires {expires}"
         )
         if args.resource:
-            auth = rt.TokenRotateAuth(source)  # attaches the token, refreshes on a 401
+            # attaches the token to that origin only, refreshes on a 401
+            auth = rt.TokenRotateAuth(source, origins=args.resource)
             with requests.get(args.resource, auth=auth, timeout=10) as response:
                 print(f"GET {args.resource} -> {response.status_code}")
                 return 0 if response.ok else 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from ._adapter import TokenRotateAdapter, mount
+from ._adapter import AdapterOptions, TokenRotateAdapter, mount
 from ._auth import TokenRotateAuth
 from ._browser import login_browser
 from ._endpoint import OAuthClient
@@ -24,6 +24,7 @@ from ._protocol import HeldLock, KeyLock, TokenStore
 from ._source import RefreshPolicy, TokenSource
 from ._stores import FileTokenStore, MemoryTokenStore
 from ._token import Token
+from ._transport import TransportOptions
 from .exceptions import (
     DiscoveryError,
     InvalidConfiguration,
@@ -48,6 +49,7 @@ __version__ = "0.2.0.dev0"
 _LAZY = {"KeyringTokenStore": "._keyring", "PostgresTokenStore": "._postgres"}
 
 __all__ = [
+    "AdapterOptions",
     "ClientCredentialsGrant",
     "DeviceCode",
     "DiscoveryError",
@@ -77,6 +79,7 @@ __all__ = [
     "TokenSource",
     "TokenStore",
     "TokenStoreError",
+    "TransportOptions",
     "__version__",
     "login_browser",
     "login_device",

@@ -10,25 +10,27 @@ from requests.adapters import DEFAULT_POOLBLOCK, DEFAULT_POOLSIZE, DEFAULT_RETRI
 from requests.models import PreparedRequest
 
 from ._body import IN_MEMORY, is_replayable
-from ._transport import (
-    DEFAULT_COOLDOWN,
-    DEFAULT_HEADER,
-    DEFAULT_REFRESH_ON,
-    DEFAULT_SCHEME,
-    Transport,
-)
+from ._transport import Transport, TransportOptions
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
-
     from requests import Response, Session
+    from typing_extensions import Unpack
     from urllib3.util.retry import Retry
 
-    from ._source import RefreshPolicy, TokenSource
+    from ._source import TokenSource
 
-__all__ = ["TokenRotateAdapter", "mount"]
+__all__ = ["AdapterOptions", "TokenRotateAdapter", "mount"]
 
 logger = logging.getLogger(__name__)
+
+
+class AdapterOptions(TransportOptions, total=False):
+    """The options of :func:`mount`: the transport's and ``HTTPAdapter``'s."""
+
+    pool_connections: int
+    pool_maxsize: int
+    max_retries: int | Retry
+    pool_block: bool
 
 
 class TokenRotateAdapter(HTTPAdapter):
@@ -50,6 +52,13 @@ class TokenRotateAdapter(HTTPAdapter):
     refreshed and the 401 returned, so that the caller's own retry works.
     A ``403`` with ``insufficient_scope`` never refreshes.
 
+    A request that already carries the token header with a value this
+    adapter did not set (the caller's ``headers=``, another ``auth=``, a
+    netrc entry) is sent as it is, and its 401 is not refreshed: the caller's
+    credential wins. A server that rejects even a token a refresh has just
+    obtained spends at most one more refresh per ``cooldown``, not one per
+    request.
+
     Errors from the source (``NotLoggedIn``, ``TokenInvalidated``,
     ``RefreshError``, ``LockTimeout``) propagate as they are; they are
     :class:`requests.RequestException` subclasses.
@@ -57,9 +66,11 @@ class TokenRotateAdapter(HTTPAdapter):
     :param source: The :class:`TokenSource` that owns the token.
     :param origins: The origins that get the token: URLs such as
         ``"https://api.example.com"`` (path ignored; default ports normalised,
-        so ``https://h`` and ``https://h:443`` are the same). Default None: the
-        origin of the first request this adapter sends; :func:`mount` sets it
-        from the prefix instead.
+        so ``https://h`` and ``https://h:443`` are the same). Required
+        (:func:`mount` takes it from the prefix): without it no request could
+        be told apart from a look-alike.
+
+        .. versionchanged:: 0.2.0 Required; it used to pin the first request's origin.
     :param refresh_on: Statuses that may mean a stale token (default 401 and
         403); a 403 also needs ``error="invalid_token"`` or no Bearer error.
     :param refresh_margin: Seconds before expiry at which a token is refreshed
@@ -71,14 +82,17 @@ class TokenRotateAdapter(HTTPAdapter):
         The token's ``token_type`` is not used: servers spell it in many ways.
     :param cooldown: After a bare 403 spent a refresh, more bare 403s are taken
         as permission errors for this many seconds, and a token younger than
-        this is never refreshed on one (default 60; 0 refreshes on every one).
+        this is never refreshed on one; a token a refresh obtained that was
+        rejected at once is not refreshed again for this long either
+        (default 60; 0 refreshes on every one).
     :param pool_connections: As for :class:`~requests.adapters.HTTPAdapter`.
     :param pool_maxsize: As for :class:`~requests.adapters.HTTPAdapter`.
     :param max_retries: As for :class:`~requests.adapters.HTTPAdapter`; a
         :class:`urllib3.util.Retry` on 503 composes with the 401 retry.
     :param pool_block: As for :class:`~requests.adapters.HTTPAdapter`.
-    :raises InvalidConfiguration: A bad origin, header, scheme, status code,
-        margin or cooldown.
+    :raises InvalidConfiguration: No ``origins``, or a bad origin, header,
+        scheme, status code, margin or cooldown.
+    :raises TypeError: An unknown keyword.
     """
 
     __attrs__: ClassVar[list[str]] = [*HTTPAdapter.__attrs__, "_transport"]  # type: ignore[misc]
@@ -87,26 +101,13 @@ class TokenRotateAdapter(HTTPAdapter):
         self,
         source: TokenSource,
         *,
-        origins: str | Iterable[str] | None = None,
-        refresh_on: int | Iterable[int] = DEFAULT_REFRESH_ON,
-        refresh_margin: RefreshPolicy | float | None = None,
-        header: str = DEFAULT_HEADER,
-        scheme: str | None = DEFAULT_SCHEME,
-        cooldown: float = DEFAULT_COOLDOWN,
         pool_connections: int = DEFAULT_POOLSIZE,
         pool_maxsize: int = DEFAULT_POOLSIZE,
         max_retries: int | Retry = DEFAULT_RETRIES,
         pool_block: bool = DEFAULT_POOLBLOCK,
+        **options: Unpack[TransportOptions],
     ) -> None:
-        self._transport = Transport(
-            source,
-            origins=origins,
-            refresh_on=refresh_on,
-            refresh_margin=refresh_margin,
-            header=header,
-            scheme=scheme,
-            cooldown=cooldown,
-        )
+        self._transport = Transport(source, **options)
         super().__init__(
             pool_connections=pool_connections,
             pool_maxsize=pool_maxsize,
@@ -134,8 +135,13 @@ class TokenRotateAdapter(HTTPAdapter):
         """Send ``request`` with the token if its origin is allowed; see the class docs."""
         transport = self._transport
         url = request.url or ""
-        if not transport.is_allowed(url) and not transport.pin(url):
+        if not transport.is_allowed(url):
             transport.strip(request)  # a same-session hop may have copied it
+            return super().send(
+                request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
+            )
+        if transport.has_callers_header(request.headers):
+            # The caller's own credential: sent as it is, never refreshed.
             return super().send(
                 request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
             )
@@ -164,7 +170,7 @@ class TokenRotateAdapter(HTTPAdapter):
 
 
 def mount(
-    session: Session, prefix: str, source: TokenSource, **kwargs: object
+    session: Session, prefix: str, source: TokenSource, **options: Unpack[AdapterOptions]
 ) -> TokenRotateAdapter:
     """Mount a :class:`TokenRotateAdapter` on ``session`` for ``prefix``.
 
@@ -174,13 +180,14 @@ def mount(
 
         rt.mount(session, "https://api.example.com/", source)
 
-    :param kwargs: Passed to :class:`TokenRotateAdapter` (``refresh_on``,
-        ``header``, ``max_retries``, ...).
+    :param options: Passed to :class:`TokenRotateAdapter` (``refresh_on``,
+        ``header``, ``max_retries``, ...); checked by type checkers
+        (:class:`AdapterOptions`).
     :returns: The mounted adapter.
     :raises InvalidConfiguration: ``prefix`` is not an absolute http(s) URL.
     """
-    kwargs.setdefault("origins", prefix)
-    adapter = TokenRotateAdapter(source, **kwargs)  # type: ignore[arg-type]
+    options.setdefault("origins", prefix)
+    adapter = TokenRotateAdapter(source, **options)
     session.mount(prefix, adapter)
     if not prefix.isascii():
         # Session.get_adapter compares strings, and requests sends the host

@@ -12,6 +12,7 @@ import configparser
 import json
 import logging
 import os
+import shlex
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -24,7 +25,13 @@ from ._source import TokenSource
 from ._stores import FileTokenStore
 from ._storespec import store_from_spec
 from ._token import Token
-from .exceptions import InvalidConfiguration, NotLoggedIn, TokenRotateError, TokenStoreError
+from .exceptions import (
+    DiscoveryError,
+    InvalidConfiguration,
+    NotLoggedIn,
+    TokenRotateError,
+    TokenStoreError,
+)
 
 #: Where ``refresh`` reads client settings when ``--config`` is not given.
 if TYPE_CHECKING:
@@ -74,13 +81,17 @@ def _entries(store: TokenStore) -> Iterator[tuple[str, Token | TokenRotateError 
 
 
 def _describe(
-    store: TokenStore, key: str, token: Token | TokenRotateError | None, now: float
+    store: TokenStore,
+    key: str,
+    token: Token | TokenRotateError | None,
+    now: float,
+    args: argparse.Namespace,
 ) -> dict[str, Any]:
     row: dict[str, Any] = {"key": key}
     if isinstance(store, FileTokenStore):
         row["path"] = str(store.path(key))
     if isinstance(token, TokenRotateError):
-        row.update(state="unreadable", error=str(token))
+        row.update(state="unreadable", error=f"{token} ({_logout_hint(key, args)})")
         return row
     if token is None:
         row.update(state="missing")
@@ -107,7 +118,7 @@ def _describe(
 def cmd_status(args: argparse.Namespace) -> int:
     store = _store(args)
     now = time.time()
-    rows = [_describe(store, key, token, now) for key, token in _entries(store)]
+    rows = [_describe(store, key, token, now, args) for key, token in _entries(store)]
     describe = getattr(store, "describe", None)  # e.g. the keychain backend in use
     if isinstance(store, FileTokenStore):
         where = str(store.directory)
@@ -240,8 +251,16 @@ def _client_settings(args: argparse.Namespace) -> dict[str, str]:
         parser = configparser.ConfigParser(interpolation=None)
         if not parser.read(config):
             raise InvalidConfiguration(f"cannot read the config file {config}")
-        section = args.key if parser.has_section(args.key) else "DEFAULT"
-        settings.update(parser[section])
+        if parser.has_section(args.key):
+            settings.update(parser[args.key])
+        else:
+            settings.update(parser.defaults())
+            if "client_id" not in settings and not getattr(args, "client_id", None):
+                sections = ", ".join(f"[{name}]" for name in parser.sections()) or "none"
+                raise InvalidConfiguration(
+                    f"the config file {config} has no [{args.key}] section (it has: "
+                    f"{sections}); add one with client_id and token_url or issuer"
+                )
     for name in _CLIENT_OPTIONS:
         value = getattr(args, name, None)
         if value:
@@ -304,7 +323,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tokenrotate", description="Inspect and manage requests-tokenrotate token stores."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="DEBUG logging (secret-free)")
+    # Also accepted after the command; SUPPRESS keeps a subcommand's default from
+    # overwriting a -v given before it.
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
     commands = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, parents=[verbose])
 
     def with_dir(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
         sub.add_argument("--dir", help="token directory (default: the platformdirs location)")
@@ -316,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         return sub
 
-    status = with_dir(commands.add_parser("status", help="list the stored keys"))
+    status = with_dir(command("status", "list the stored keys"))
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
 
@@ -331,8 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--scope")
         return sub
 
-    login = with_client(with_dir(commands.add_parser(
-        "login", help="log KEY in (device code or browser), or seed it from a token response"
+    login = with_client(with_dir(command(
+        "login", "log KEY in (device code or browser), or seed it from a token response"
     )))  # fmt: skip
     login.add_argument("key")
     how = login.add_mutually_exclusive_group()
@@ -348,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     login.add_argument("--timeout", type=float, default=300.0, help="browser wait, s")
     login.set_defaults(func=cmd_login)
 
-    logout = with_client(with_dir(commands.add_parser("logout", help="remove KEY")))
+    logout = with_client(with_dir(command("logout", "remove KEY")))
     logout.add_argument("key")
     logout.add_argument(
         "--revoke", action="store_true", help="revoke the tokens at the server first (RFC 7009)"
@@ -356,11 +384,11 @@ def build_parser() -> argparse.ArgumentParser:
     logout.add_argument("--revocation-url", dest="revocation_url")
     logout.set_defaults(func=cmd_logout)
 
-    refresh = with_client(with_dir(commands.add_parser("refresh", help="force a gated refresh")))
+    refresh = with_client(with_dir(command("refresh", "force a gated refresh")))
     refresh.add_argument("key")
     refresh.set_defaults(func=cmd_refresh)
 
-    demo = commands.add_parser("demo", help="run workers against a loopback IdP")
+    demo = command("demo", "run workers against a loopback IdP")
     demo.add_argument("-p", "--processes", type=int, default=4)
     demo.add_argument("-t", "--threads", type=int, default=4)
     demo.add_argument("-d", "--duration", type=float, default=10.0, help="seconds")
@@ -376,17 +404,90 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    handler = _setup_logging(args.verbose)
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
     except TokenRotateError as exc:
-        print(f"tokenrotate: error: {exc}", file=sys.stderr)
+        # The error line says it all: drop the WARNING lines that led to it.
+        handler.discard()
+        print(f"tokenrotate: error: {_one_shot(exc, args)}", file=sys.stderr)
         return EXIT_ERROR
     except OSError as exc:  # a --file or --config that cannot be read
+        handler.flush()
         print(f"tokenrotate: error: {exc.strerror or exc}: {exc.filename or ''}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
+        handler.flush()
         return 130
+    handler.flush()
+    return code
+
+
+class _Held(logging.Handler):
+    """Holds WARNING records until the command ends: printed after a success,
+    dropped after an error whose one line reports the same thing."""
+
+    def __init__(self, target: logging.Handler | None) -> None:
+        super().__init__()
+        self.target = target
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.target is None:
+            return
+        self.records.append(record)
+        del self.records[:-100]  # bounded
+
+    def flush(self) -> None:
+        records, self.records = self.records, []
+        for record in records:
+            if self.target is not None:
+                self.target.handle(record)
+
+    def discard(self) -> None:
+        self.records = []
+
+
+def _setup_logging(verbose: bool) -> _Held:
+    stream = logging.StreamHandler()
+    stream.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    if verbose:  # DEBUG lines as they happen
+        logging.basicConfig(level=logging.DEBUG, handlers=[stream])
+        return _Held(None)
+    held = _Held(stream)
+    logging.basicConfig(level=logging.WARNING, handlers=[held])
+    return held
+
+
+def _one_shot(exc: TokenRotateError, args: argparse.Namespace) -> str:
+    """The error's message, worded for a command that runs once."""
+    text = str(exc)
+    if isinstance(exc, DiscoveryError):
+        # The library's "the next call retries" is for long-lived processes.
+        text = text.replace("will retry on the next call", "run the command again")
+    key = getattr(args, "key", None) or exc.key
+    if isinstance(exc, TokenStoreError) and key and exc.path and not exc.hint:
+        text = f"{text} ({_logout_hint(key, args)})"
+    return text
+
+
+def _logout_hint(key: str, args: argparse.Namespace) -> str:
+    directory, spec = getattr(args, "dir", None), getattr(args, "store", None)
+    if spec:
+        where = f" --store {shlex.quote(_without_password(spec))}"
+    else:
+        where = f" --dir {shlex.quote(directory)}" if directory else ""
+    return f"to log out: `tokenrotate logout {shlex.quote(key)}{where}`"
+
+
+def _without_password(spec: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(spec)
+        if parts.password is None:
+            return spec
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    except ValueError:
+        return "SPEC"
+    return urlunsplit(parts._replace(netloc=netloc))

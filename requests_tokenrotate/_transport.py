@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import urljoin, urlsplit
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Final, TypedDict
+from urllib.parse import urljoin
 
 from requests.cookies import extract_cookies_to_jar
 from requests.exceptions import RequestException
@@ -21,6 +21,7 @@ from requests.models import REDIRECT_STATI, PreparedRequest
 
 from ._body import rewind
 from ._challenges import bearer_error, is_token
+from ._origins import Origin, origin_of, parse_origins, show_origin
 from ._source import RefreshPolicy
 from ._token import HEADER_SAFE, fingerprint
 from .exceptions import InvalidConfiguration, LockTimeout, RefreshError, TokenRotateError
@@ -29,9 +30,20 @@ if TYPE_CHECKING:
     from http.cookiejar import CookieJar
 
     from requests import Response
+    from typing_extensions import Unpack
 
     from ._source import TokenSource
     from ._token import Token
+
+__all__ = [
+    "Origin",
+    "Transport",
+    "TransportOptions",
+    "origin_of",
+    "parse_origins",
+    "release",
+    "show_origin",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -43,74 +55,70 @@ DEFAULT_COOLDOWN: Final = 60.0
 DEFAULT_HEADER: Final = "Authorization"
 DEFAULT_SCHEME: Final = "Bearer"
 
-#: (scheme, host, port), with the default port filled in.
-Origin = tuple[str, str, int]
+#: A discarded 401/403 body is read up to this many bytes so that its connection
+#: can be reused; a longer (or endless) one closes the connection instead.
+DEFAULT_DRAIN_LIMIT: Final = 64 * 1024
+
 Send = Callable[[PreparedRequest], "Response"]
 
-_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 _REDIRECTS: Final = frozenset(REDIRECT_STATI)
 _MAX_VERDICTS: Final = 512
+_MAX_ISSUED: Final = 16
+_DRAIN_CHUNK: Final = 16 * 1024
 
 
-# -- origins --------------------------------------------------------------------
-def origin_of(url: str) -> Origin | None:
-    """The (scheme, host, port) of an http(s) URL as requests connects to it, else None."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:  # a bad port or IPv6 literal
-        return None
-    scheme, host = parts.scheme.lower(), parts.hostname
-    default = _DEFAULT_PORTS.get(scheme)
-    if default is None or not host:
-        return None
-    return (scheme, host, default if port is None else port)
+class TransportOptions(TypedDict, total=False):
+    """The transport's knobs, spelled once for the adapter, the auth and :func:`mount`.
 
-
-def show_origin(origin: Origin) -> str:
-    """``https://host:port`` for messages and logs (never a path or query)."""
-    scheme, host, port = origin
-    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
-
-
-def parse_origins(origins: str | Iterable[str]) -> frozenset[Origin]:
-    """Normalise configured origins the way requests prepares URLs (IDNA, case, ports).
-
-    :raises InvalidConfiguration: An entry is not an absolute http(s) URL.
+    Each is documented on :class:`TokenRotateAdapter`; a missing one takes its
+    ``DEFAULT_*``. ``origins`` has no default: a token goes only where it was
+    configured to go.
     """
-    if isinstance(origins, str):
-        origins = (origins,)
-    parsed = set()
-    for url in origins:
-        prepared = PreparedRequest()
-        try:
-            prepared.prepare_url(url, None)
-        except (RequestException, ValueError, TypeError, UnicodeError):
-            origin = None
-        else:
-            origin = origin_of(prepared.url or "")
-        if origin is None:
-            raise InvalidConfiguration(
-                f"origins must be absolute http(s) URLs such as 'https://api.example.com', "
-                f"not {url!r}"
-            )
-        parsed.add(origin)
-    return frozenset(parsed)
+
+    origins: str | Iterable[str]
+    refresh_on: int | Iterable[int]
+    refresh_margin: RefreshPolicy | float | None
+    header: str
+    scheme: str | None
+    cooldown: float
+
+
+_OPTION_NAMES: Final = frozenset(TransportOptions.__optional_keys__)
 
 
 def _status_codes(refresh_on: int | Iterable[int]) -> frozenset[int]:
-    codes = (refresh_on,) if isinstance(refresh_on, int) else tuple(refresh_on)
+    try:
+        codes = (refresh_on,) if isinstance(refresh_on, int) else tuple(refresh_on)
+    except TypeError:
+        codes = (refresh_on,)  # type: ignore[assignment]  # reported just below
     for code in codes:
         if isinstance(code, bool) or not isinstance(code, int) or not 100 <= code <= 599:
             raise InvalidConfiguration(f"refresh_on must hold HTTP status codes, not {code!r}")
     return frozenset(codes)
 
 
-def release(response: Response) -> None:
-    """Read and close a response we will not return, so its connection goes back to the pool."""
+def release(response: Response, limit: int = DEFAULT_DRAIN_LIMIT) -> None:
+    """Discard a response we will not return, keeping its connection only if that is cheap.
+
+    A body of at most ``limit`` bytes is read (and kept in ``.content``) so
+    that the connection goes back to the pool; a longer or endless one is not
+    read further, and the connection is closed instead.
+    """
     try:
-        response.content  # noqa: B018  # reading it is the point (also with stream=True)
-    except RequestException:  # a broken body: closing discards the connection instead
+        length = response.headers.get("Content-Length", "")
+        if length.isdigit() and int(length) > limit:
+            return  # close() below drops the connection without reading it
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_content(_DRAIN_CHUNK):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                logger.debug("discarded a body over %d bytes: closing its connection", limit)
+                return
+        # All read: iter_content marked it consumed, so close() releases the connection.
+        response._content = b"".join(chunks)
+    except (RequestException, RuntimeError):  # a broken (or already read) body
         pass
     finally:
         response.close()
@@ -120,33 +128,39 @@ class Transport:
     """One decision procedure (how-it-works, transport steps 1-5) for one :class:`TokenSource`.
 
     Thread-safe: its only mutable state is a few caches replaced atomically.
-    Arguments are documented on :class:`TokenRotateAdapter`.
+    Options are :class:`TransportOptions`, documented on :class:`TokenRotateAdapter`.
+
+    :raises InvalidConfiguration: A bad or missing option (``origins``).
+    :raises TypeError: An unknown option, as for any misspelt keyword.
     """
 
-    def __init__(
-        self,
-        source: TokenSource,
-        *,
-        origins: str | Iterable[str] | None = None,
-        refresh_on: int | Iterable[int] = DEFAULT_REFRESH_ON,
-        refresh_margin: RefreshPolicy | float | None = None,
-        header: str = DEFAULT_HEADER,
-        scheme: str | None = DEFAULT_SCHEME,
-        cooldown: float = DEFAULT_COOLDOWN,
-    ) -> None:
+    def __init__(self, source: TokenSource, **options: Unpack[TransportOptions]) -> None:
+        unknown = options.keys() - _OPTION_NAMES
+        if unknown:
+            raise TypeError(f"unexpected keyword argument {min(unknown)!r}")
         for name in ("token", "refresh", "is_usable", "clock"):
             if not callable(getattr(source, name, None)):
                 raise InvalidConfiguration("source must be a TokenSource")
-        if not is_token(header):
+        origins = options.get("origins")
+        if origins is None:
+            raise InvalidConfiguration(
+                "origins= is required: the origins that may receive the token, e.g. "
+                "origins='https://api.example.com' (a path is ignored); or mount with "
+                "rt.mount(session, prefix, source), which takes them from the prefix"
+            )
+        header = options.get("header", DEFAULT_HEADER)
+        scheme = options.get("scheme", DEFAULT_SCHEME)
+        cooldown = options.get("cooldown", DEFAULT_COOLDOWN)
+        if not isinstance(header, str) or not is_token(header):
             raise InvalidConfiguration(f"header must be an HTTP header name, not {header!r}")
         if scheme is not None and scheme != "" and not is_token(scheme):
             raise InvalidConfiguration(f"scheme must be an auth-scheme token or '', not {scheme!r}")
         if isinstance(cooldown, bool) or not isinstance(cooldown, int | float) or cooldown < 0:
             raise InvalidConfiguration("cooldown must be seconds >= 0")
         self.source = source
-        self.origins = None if origins is None else parse_origins(origins)
-        self.refresh_on = _status_codes(refresh_on)
-        self.policy = RefreshPolicy.coerce(refresh_margin)
+        self.origins = parse_origins(origins)
+        self.refresh_on = _status_codes(options.get("refresh_on", DEFAULT_REFRESH_ON))
+        self.policy = RefreshPolicy.coerce(options.get("refresh_margin"))
         self.header = header
         self.scheme = scheme or ""
         self.cooldown = float(cooldown)
@@ -154,26 +168,37 @@ class Transport:
         self.watched = self.refresh_on | _REDIRECTS
         self._init_caches()
 
+    def options(self) -> TransportOptions:
+        """The options, normalised: ``Transport(source, **t.options())`` rebuilds ``t``."""
+        return TransportOptions(
+            origins=sorted(map(show_origin, self.origins)),
+            refresh_on=sorted(self.refresh_on),
+            refresh_margin=self.policy,
+            header=self.header,
+            scheme=self.scheme,
+            cooldown=self.cooldown,
+        )
+
     def _init_caches(self) -> None:
         self._prefix = f"{self.scheme} " if self.scheme else ""
+        self._header_key = self.header.lower()
         self._cached: tuple[Token, str] | None = None  # the last token and its header value
+        self._issued: dict[str, None] = {}  # recent header values of ours, oldest first
         self._verdicts: dict[str, bool] = {}  # "scheme://netloc" -> allowed
         self._forbidden_at = float("-inf")  # when a bare 403 last spent a refresh
+        # The token a reactive refresh just obtained that the server rejected
+        # at once, and when: another refresh on it waits for the cooldown.
+        self._rejected: tuple[str, float] | None = None
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
-        keep = ("source", "origins", "refresh_on", "policy", "header", "scheme", "cooldown")
-        return {name: self.__dict__[name] for name in keep}
+        return {"source": self.source, "options": self.options()}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self.watched = self.refresh_on | _REDIRECTS
-        self._init_caches()
+        self.__init__(state["source"], **state["options"])  # type: ignore[misc]
 
     def __repr__(self) -> str:
-        origins = (
-            "first request" if self.origins is None else sorted(map(show_origin, self.origins))
-        )
+        origins = sorted(map(show_origin, self.origins))
         return f"Transport(key={self.source.key!r}, origins={origins})"
 
     # -- origins -----------------------------------------------------------------
@@ -185,24 +210,26 @@ class Transport:
         key = url if end < 0 else url[:end]
         verdict = self._verdicts.get(key)
         if verdict is None:
-            origins = self.origins
-            if origins is None:
-                return False
-            verdict = origin_of(key) in origins
+            verdict = origin_of(key) in self.origins
             if len(self._verdicts) >= _MAX_VERDICTS:
                 self._verdicts = {}
             self._verdicts[key] = verdict
         return verdict
 
-    def pin(self, url: str) -> bool:
-        """With ``origins=None``, adopt ``url``'s origin; True if ``url`` is then allowed."""
-        if self.origins is None and (origin := origin_of(url)) is not None:
-            with self._lock:
-                if self.origins is None:
-                    self.origins = frozenset((origin,))
-                    self._verdicts = {}
-                    logger.debug("%s: token pinned to %s", self.source.key, show_origin(origin))
-        return self.is_allowed(url)
+    def has_callers_header(self, headers: Mapping[str, str | bytes]) -> bool:
+        """True if ``headers`` hold our token header with a value the caller set.
+
+        A caller's own credential (``headers=``, another ``auth=``, netrc) is
+        sent as it is and never refreshed; only a value this transport attached
+        (which a redirect hop or a retry copies) is ours to replace.
+        """
+        store = getattr(headers, "_store", None)  # requests' CaseInsensitiveDict: no raise
+        if store is not None:
+            item = store.get(self._header_key)
+            value = None if item is None else item[1]
+        else:
+            value = headers.get(self.header)
+        return value is not None and value not in self._issued
 
     # -- the header --------------------------------------------------------------
     def header_value(self, token: Token) -> str:
@@ -225,6 +252,12 @@ class Transport:
                 hint=getattr(self.source, "hint", None),
             )
         value = self._prefix + access
+        issued = self._issued
+        if len(issued) >= _MAX_ISSUED:
+            # Keep the newest half: a redirect hop may still carry a recent one.
+            issued = dict.fromkeys(list(issued)[_MAX_ISSUED // 2 :])
+        issued[value] = None
+        self._issued = issued
         self._cached = (token, value)
         return value
 
@@ -237,10 +270,7 @@ class Transport:
         value = request.headers.get(self.header)
         if value is None:
             return
-        cached = self._cached
-        if (cached is not None and value == cached[1]) or (
-            token is not None and value == self.header_value(token)
-        ):
+        if value in self._issued or (token is not None and value == self.header_value(token)):
             del request.headers[self.header]
             logger.debug("%s: removed the token from a request to another origin", self.source.key)
 
@@ -295,7 +325,7 @@ class Transport:
             return False
         error = bearer_error(response.headers.get("WWW-Authenticate"))
         if (status == 401 and error != "insufficient_scope") or error == "invalid_token":
-            return True
+            return not self._is_rejected_fresh(sent)
         if error is not None:  # insufficient_scope, invalid_request: a new token won't help
             logger.debug(
                 "%s: %s with Bearer error %r; not refreshing", self.source.key, status, error
@@ -309,6 +339,38 @@ class Transport:
             return False
         self._forbidden_at = now
         return True
+
+    def _is_rejected_fresh(self, sent: Token) -> bool:
+        # A resource that rejects every token (wrong audience, revoked client)
+        # must not cost one refresh per request: once a token a refresh just
+        # obtained was rejected at once, that token is not refreshed again
+        # until the cooldown has passed.
+        rejected = self._rejected
+        if rejected is None or rejected[0] != sent.access_token:
+            return False
+        now = self.source.clock()
+        if now - rejected[1] < self.cooldown:
+            logger.debug(
+                "%s: the server rejects even a just-refreshed token; not refreshing again "
+                "within the cooldown",
+                self.source.key,
+            )
+            return True
+        self._rejected = (sent.access_token, now)  # one more refresh now, then wait again
+        return False
+
+    def record_retry(self, retry: Response, new: Token) -> None:
+        """Note the answer to the one resend made with ``new``, a just-refreshed token.
+
+        If it says ``new`` is stale too, the server rejects even fresh tokens:
+        ``new`` is not refreshed again within the cooldown (see :meth:`is_stale`).
+        """
+        status = retry.status_code
+        if status not in self.refresh_on:
+            return
+        logger.debug("%s: %s again after the refresh; returning it", self.source.key, status)
+        if status == 401 or bearer_error(retry.headers.get("WWW-Authenticate")) == "invalid_token":
+            self._rejected = (new.access_token, self.source.clock())
 
     def forget_on_redirect(
         self, response: Response, sent: Token, allows: Callable[[str], bool]
@@ -382,8 +444,7 @@ class Transport:
         retry.history.append(response)
         if retry.is_redirect:
             self.forget_on_redirect(retry, new, allows)
-        if retry.status_code in self.refresh_on:
-            logger.debug("%s: %s again after the refresh; returning it", key, retry.status_code)
+        self.record_retry(retry, new)
         return retry
 
     def _refresh_after(self, response: Response, sent: Token) -> Token:

@@ -75,17 +75,41 @@ def test_mount_rejects_a_prefix_without_a_host(session, source):
         rt.mount(session, "api.example.com/", source)
 
 
-def test_origins_none_pins_the_first_request_origin(session, source, mocked):
-    """Without origins the adapter sticks to the origin of its first request."""
-    session.mount("https://", rt.TokenRotateAdapter(source))
-    session.get(f"{API}/first")
-    session.get("https://api.example.com.evil.net/second")
-    session.get(f"{API}:443/third")
-    assert [sent_authorization(mocked, i) for i in range(3)] == [
-        "Bearer tok-1",
-        None,
-        "Bearer tok-1",
-    ]
+@pytest.mark.parametrize("origins", [None, [], ()])
+def test_adapter_without_origins_is_refused(source, origins):
+    """No origins: a clear configuration error that says what to pass, not a first-request pin."""
+    kwargs = {} if origins is None else {"origins": origins}
+    with pytest.raises(rt.InvalidConfiguration, match=r"origins") as caught:
+        rt.TokenRotateAdapter(source, **kwargs)
+    if origins is None:
+        assert "rt.mount" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "first", ["https://api.example.com.evil.net/steal", "https://api.example.com:4431/steal"]
+)
+def test_look_alike_first_request_never_gets_the_token(session, source, mocked, first):
+    """A look-alike that matches the mount prefix as a string, sent first, gets no token."""
+    rt.mount(session, API, source)
+    session.get(first)
+    session.get(f"{API}/mine")
+    assert [sent_authorization(mocked, i) for i in range(2)] == [None, "Bearer tok-1"]
+
+
+def test_mount_with_a_port_prefix_refuses_a_longer_port(session, source, mocked):
+    """Prefix ':4433' also string-matches ':44331'; only port 4433 gets the token."""
+    rt.mount(session, "https://api.example.com:4433", source)
+    session.get("https://api.example.com:44331/x")
+    session.get("https://api.example.com:4433/x")
+    assert [sent_authorization(mocked, i) for i in range(2)] == [None, "Bearer tok-1"]
+
+
+def test_misspelt_option_is_a_type_error(source):
+    """An unknown keyword fails at construction, as any misspelt keyword does."""
+    with pytest.raises(TypeError, match="refresh_onn"):
+        rt.TokenRotateAdapter(source, origins=API, refresh_onn=401)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="refresh_onn"), requests.Session() as session:
+        rt.mount(session, API, source, refresh_onn=401)  # type: ignore[call-arg]
 
 
 def test_foreign_request_carrying_our_header_is_stripped(source, mocked):
@@ -186,16 +210,18 @@ def test_adapter_pickles_with_its_configuration(mocked):
 )
 def test_bad_arguments_are_configuration_errors(source, kwargs):
     """Nonsense arguments raise InvalidConfiguration (also a ValueError) at construction."""
-    with pytest.raises(rt.InvalidConfiguration):
+    kwargs = {"origins": API, **kwargs}
+    name = next(iter(kwargs.keys() - {"origins"}), "origins")
+    with pytest.raises(rt.InvalidConfiguration, match=name):
         rt.TokenRotateAdapter(source, **kwargs)
-    with pytest.raises(ValueError, match=r"."):
+    with pytest.raises(ValueError, match=name):
         rt.TokenRotateAuth(source, **kwargs)
 
 
 def test_not_a_token_source_is_a_configuration_error():
     """Passing something else than a source fails early."""
     with pytest.raises(rt.InvalidConfiguration):
-        rt.TokenRotateAdapter("not a source")  # type: ignore[arg-type]
+        rt.TokenRotateAdapter("not a source", origins=API)  # type: ignore[arg-type]
 
 
 def test_repr_shows_no_token(source):

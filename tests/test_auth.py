@@ -37,7 +37,8 @@ def test_requests_get_with_auth_retries_a_401(clocked_idp, make_source):
     source = make_source(idp)
     old = source.token().access_token
     idp.rotate_signing_key()
-    response = requests.get(idp.resource_url, auth=rt.TokenRotateAuth(source), timeout=10)
+    auth = rt.TokenRotateAuth(source, origins=idp.url)
+    response = requests.get(idp.resource_url, auth=auth, timeout=10)
     assert response.status_code == 200
     (first,) = response.history
     assert first.status_code == 401
@@ -52,7 +53,7 @@ def test_session_auth_sends_the_token(clocked_idp, make_source):
     """Session.auth = TokenRotateAuth(...) attaches the token to every request."""
     idp = clocked_idp
     with requests.Session() as session:
-        session.auth = rt.TokenRotateAuth(make_source(idp))
+        session.auth = rt.TokenRotateAuth(make_source(idp), origins=idp.url)
         assert session.get(idp.resource_url).json()["ok"] is True
         assert session.post(idp.resource_url, data=b"x").json()["length"] == 1
 
@@ -68,12 +69,21 @@ def test_auth_with_origins_leaves_other_origins_untouched(source):
     assert len(mine.hooks["response"]) == 1
 
 
-def test_auth_without_origins_sends_the_token_wherever_it_is_applied(source):
-    """origins=None: like any requests auth, the URL it is applied to gets the token."""
-    auth = rt.TokenRotateAuth(source)
-    for url in ("https://a.example/", "http://b.example:8080/"):
+@pytest.mark.parametrize("origins", [None, [], "not a url"])
+def test_auth_without_origins_is_refused(source, origins):
+    """No (usable) origins: a clear configuration error, never a token sent everywhere."""
+    kwargs = {} if origins is None else {"origins": origins}
+    with pytest.raises(rt.InvalidConfiguration, match=r"origins"):
+        rt.TokenRotateAuth(source, **kwargs)
+
+
+def test_session_auth_sends_the_token_to_no_other_host(source):
+    """A Session.auth shared by several hosts gives the token to its origins only."""
+    auth = rt.TokenRotateAuth(source, origins=f"{API}/v1/things")  # a path is ignored
+    for url in ("https://a.example/", "http://api.example.com/", "https://api.example.com:8443/"):
         prepared = requests.Request("GET", url, auth=auth).prepare()
-        assert prepared.headers["Authorization"] == "Bearer tok-1"
+        assert "Authorization" not in prepared.headers
+    assert requests.Request("GET", f"{API}/x", auth=auth).prepare().headers["Authorization"]
 
 
 def test_per_request_state_lives_in_the_hook_not_on_the_auth(source):
@@ -89,7 +99,7 @@ def test_per_request_state_lives_in_the_hook_not_on_the_auth(source):
 def test_hook_retries_a_redirect_hop_401_on_the_same_origin(clocked_idp, make_source):
     """A 401 on a same-origin redirect hop is retried once with a new token."""
     idp = clocked_idp
-    auth = rt.TokenRotateAuth(make_source(idp))
+    auth = rt.TokenRotateAuth(make_source(idp), origins=idp.url)
     idp.rotate_signing_key()
     url = f"{idp.url}/redirect?to={idp.resource_url}"
     response = requests.get(url, auth=auth, timeout=10)
@@ -100,10 +110,12 @@ def test_hook_retries_a_redirect_hop_401_on_the_same_origin(clocked_idp, make_so
     assert idp.refresh_calls == 1
 
 
-def test_hop_to_another_origin_is_not_refreshed_even_without_origins(clocked_idp, make_source):
-    """origins=None pins each request's origin: a 401 from a redirect target elsewhere is left."""
+def test_hop_to_another_origin_is_not_refreshed(clocked_idp, make_source):
+    """A 401 from a redirect target on another origin is left as it is, without our header."""
     idp = clocked_idp
-    auth = rt.TokenRotateAuth(make_source(idp), header="X-Authorization", scheme="")
+    auth = rt.TokenRotateAuth(
+        make_source(idp), origins=idp.url, header="X-Authorization", scheme=""
+    )
     with ChallengeServer(lambda headers: False) as elsewhere:
         url = f"{idp.url}/redirect?to={elsewhere.url}/x"
         response = requests.get(url, auth=auth, timeout=10)
@@ -118,7 +130,8 @@ def test_auth_works_with_responses_mocks(source):
     with responses.RequestsMock() as mock:
         mock.add(responses.GET, re.compile(f"{API}/.*"), status=401)
         mock.add(responses.GET, re.compile(f"{API}/.*"), status=200)
-        response = requests.get(f"{API}/x", auth=rt.TokenRotateAuth(source), timeout=10)
+        auth = rt.TokenRotateAuth(source, origins=API)
+        response = requests.get(f"{API}/x", auth=auth, timeout=10)
         assert response.status_code == 200
         assert len(mock.calls) == 2
         assert response.history[0].request.headers["Authorization"] == "Bearer tok-1"

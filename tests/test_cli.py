@@ -167,26 +167,19 @@ def test_revoked_refresh_token_says_log_in_again(idp, tmp_path, python):
     )
     assert done.returncode == 1
     assert "log in again" in done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr  # no WARNING line besides it
     assert store.load("k").invalidated_at is not None
 
 
-def test_verbose_logs_are_secret_free(idp, tmp_path, python):
-    """--verbose turns on DEBUG lines on stderr without any token in them."""
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_verbose_logs_are_secret_free(idp, tmp_path, python, where):
+    """--verbose (before or after the command) turns on DEBUG lines without any token."""
     store = rt.FileTokenStore(tmp_path)
     response = idp.issue_tokens()
     rt.TokenSource(lambda s: s, store, "k").login(response)
-    done = cli(
-        python,
-        "-v",
-        "refresh",
-        "k",
-        "--dir",
-        str(tmp_path),
-        "--token-url",
-        idp.token_url,
-        "--client-id",
-        "cli",
-    )
+    args = ["refresh", "k", "--dir", str(tmp_path), "--token-url", idp.token_url]
+    args += ["--client-id", "cli"]
+    done = cli(python, *(["-v", *args] if where == "before" else [*args, "-v"]))
     assert done.returncode == 0
     assert "DEBUG" in done.stderr
     new = store.load("k")
@@ -197,3 +190,98 @@ def test_verbose_logs_are_secret_free(idp, tmp_path, python):
         new.refresh_token,
     ):
         assert secret not in done.stderr + done.stdout
+
+
+def test_corrupt_file_hint_names_the_key_and_the_directory(idp, tmp_path, python):
+    """A corrupt token file: one line naming the real key and --dir; that command works."""
+    store = rt.FileTokenStore(tmp_path)
+    store.save("work/prod", rt.Token("a", refresh_token="r"))
+    store.path("work/prod").write_text("{trunc")
+    args = ["--dir", str(tmp_path), "--token-url", idp.token_url, "--client-id", "cli"]
+    done = cli(python, "refresh", "work/prod", *args)
+    assert done.returncode == 1
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    hint = f"tokenrotate logout work/prod --dir {tmp_path}"
+    assert hint in done.stderr
+    assert "KEY" not in done.stderr
+    status = json.loads(cli(python, "status", "--dir", str(tmp_path), "--json").stdout)
+    assert hint in status["keys"][0]["error"]
+    assert cli(python, *hint.split()[1:]).returncode == 0
+    assert store.keys() == []
+
+
+def test_config_file_without_the_keys_section_names_it(tmp_path, python):
+    """A config file with no [KEY] section says which section is missing."""
+    config = tmp_path / "tokenrotate.ini"
+    config.write_text("[other]\nclient_id = cli\ntoken_url = http://127.0.0.1:9/token\n")
+    done = cli(python, "refresh", "work", "--dir", str(tmp_path), "--config", str(config))
+    assert done.returncode == 1
+    assert "no [work] section" in done.stderr
+    assert "[other]" in done.stderr
+    assert len(done.stderr.splitlines()) == 1
+
+
+def test_refresh_discovery_failure_does_not_promise_a_next_call(tmp_path, python):
+    """A one-shot refresh whose discovery fails does not say it will retry on a next call."""
+    store = rt.FileTokenStore(tmp_path / "s")
+    rt.TokenSource(lambda s: s, store, "k").login(rt.Token("a", refresh_token="r"))
+    env = {"REQUESTS_TOKENROTATE_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}
+    done = cli(
+        python,
+        "refresh",
+        "k",
+        "--dir",
+        str(tmp_path / "s"),
+        "--issuer",
+        "http://127.0.0.1:9",
+        "--client-id",
+        "cli",
+        env=env,
+    )
+    assert done.returncode == 1
+    assert "discovery" in done.stderr
+    assert "next call" not in done.stderr
+    assert len(done.stderr.splitlines()) == 1
+
+
+#: Installed by the test extra only; the demo must not need any of them.
+TEST_ONLY = ("pytest", "responses", "requests_toolbelt", "cryptography", "mypy", "django", "hvac")
+
+BLOCKER = f"""
+import sys
+
+class _Blocker:
+    blocked = {TEST_ONLY!r}
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in self.blocked:
+            raise ModuleNotFoundError(f"{{name}} is blocked: not a core dependency", name=name)
+        return None
+
+sys.meta_path.insert(0, _Blocker())
+"""
+
+
+def test_demo_needs_only_the_core_dependencies(tmp_path, python):
+    """`python -m requests_tokenrotate demo` runs with every test-only package unimportable."""
+    (tmp_path / "sitecustomize.py").write_text(BLOCKER)  # also loaded by the worker processes
+    env = {
+        "PYTHONPATH": str(tmp_path),
+        "PATH": "/usr/bin:/bin",
+        "REQUESTS_TOKENROTATE_HOME": str(tmp_path / "home"),
+    }
+    probe = subprocess.run(
+        [python, "-c", "import pytest"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert "blocked" in probe.stderr  # the blocker is really in place
+    done = subprocess.run(
+        [python, "-m", "requests_tokenrotate", "demo", "-p", "2", "-t", "2", "-d", "1", "-q"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "all invariants held" in done.stdout
+    assert "blocked" not in done.stderr

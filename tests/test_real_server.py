@@ -126,7 +126,7 @@ def test_auth_refreshes_once_after_dot_expires_the_access_token(dot_server, reco
     """auth=TokenRotateAuth: DOT's 401 -> one refresh -> the retry gets 200."""
     source = make_source(dot_server, rt.MemoryTokenStore(), recorder)
     response = expired_at_server(dot_server, source)
-    auth = rt.TokenRotateAuth(source)
+    auth = rt.TokenRotateAuth(source, origins=dot_server.base_url)
     with requests.get(dot_server.resource_url, auth=auth, timeout=10) as answer:
         assert answer.status_code == 200
         assert [r.status_code for r in answer.history] == [401]

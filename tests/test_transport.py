@@ -36,7 +36,8 @@ def wire(request):
 
     ``wire(source, prefix, pool={...}, **options)``: the adapter is mounted at
     ``prefix`` (its allowed origin unless ``origins=`` is given); the auth is
-    the session's ``auth``, with a plain HTTPAdapter at ``prefix`` when
+    the session's ``auth`` (allowed origin: ``prefix``'s unless ``origins=`` is
+    given), with a plain HTTPAdapter at ``prefix`` when
     ``pool`` options (pool sizes, ``max_retries``) are given.
     """
     kind = request.param
@@ -50,6 +51,7 @@ def wire(request):
         else:
             if pool:
                 session.mount(prefix, HTTPAdapter(**pool))
+            options.setdefault("origins", prefix)
             session.auth = rt.TokenRotateAuth(source, **options)
         return session
 
