@@ -65,7 +65,7 @@ def main() -> int:
             fresh = source.refresh(token)
             assert fresh.access_token != token.access_token
             codes = statuses(session, idp.resource_url, 3)
-            auth = rt.TokenRotateAuth(source)
+            auth = rt.TokenRotateAuth(source, origins=idp.url)
             codes.append(requests.get(idp.resource_url, auth=auth, timeout=10).status_code)
             session.close()
             assert codes == [200] * 4, codes
