@@ -315,6 +315,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         lifetime=args.lifetime,
         rotate_every=args.rotate_every,
         quiet=args.quiet,
+        client=args.client,
     )
 
 
@@ -390,7 +391,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = command("demo", "run workers against a loopback IdP")
     demo.add_argument("-p", "--processes", type=int, default=4)
-    demo.add_argument("-t", "--threads", type=int, default=4)
+    demo.add_argument(
+        "-t", "--threads", type=int, default=4, help="threads (or tasks with --client httpx)"
+    )
+    demo.add_argument(
+        "--client",
+        choices=["requests", "httpx"],
+        default="requests",
+        help="requests threads through the adapter, or httpx async tasks (extra: httpx)",
+    )
     demo.add_argument("-d", "--duration", type=float, default=10.0, help="seconds")
     demo.add_argument("--lifetime", type=float, default=2.0, help="access-token lifetime, s")
     demo.add_argument(

@@ -1,7 +1,8 @@
 """``python -m requests_tokenrotate demo``: workers against a loopback IdP.
 
 P worker processes x T threads call a protected resource through the adapter
-(GETs, POSTs with bytes, POSTs with generator bodies) while 2-second access
+(GETs, POSTs with bytes, POSTs with generator bodies), or with ``client="httpx"``
+T tasks on an ``httpx.AsyncClient`` each (:mod:`._demo_httpx`), while 2-second access
 tokens expire under them and the IdP rotates its signing key every few
 seconds (so the server rejects tokens the clients still believe valid). The
 summary checks the invariants: every request succeeded, no refresh token was
@@ -21,7 +22,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 import requests
@@ -130,11 +131,14 @@ def run_demo(
     lifetime: float = 2.0,
     rotate_every: float = 3.0,
     quiet: bool = False,
+    client: str = "requests",
 ) -> int:
     """Run the demo; returns 0 if every invariant held, else 1.
 
     :param rotate_every: Seconds between signing-key rotations at the IdP
         (0 disables them); each makes the server reject every live token.
+    :param client: ``"requests"`` (threads through the adapter) or ``"httpx"``
+        (tasks on an ``httpx.AsyncClient`` through the httpx twin).
     """
     from .testing import LocalIdP
 
@@ -142,15 +146,19 @@ def run_demo(
     ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
     until = ctx.Value("d", 0.0)
     with LocalIdP(access_token_lifetime=lifetime) as idp, tempfile.TemporaryDirectory() as tmp:
-        client = OAuthClient(token_url=idp.token_url, client_id="cli")
-        TokenSource(RefreshTokenGrant(client), FileTokenStore(tmp), KEY).login(idp.issue_tokens())
+        oauth = OAuthClient(token_url=idp.token_url, client_id="cli")
+        TokenSource(RefreshTokenGrant(oauth), FileTokenStore(tmp), KEY).login(idp.issue_tokens())
+        callers = "threads (requests)" if client == "requests" else "tasks (httpx async)"
         print(
             f"demo: LocalIdP at {idp.url}, {lifetime:g} s access tokens, signing key rotated "
-            f"every {rotate_every:g} s; {processes} processes x {threads} threads "
+            f"every {rotate_every:g} s; {processes} processes x {threads} {callers} "
             f"for {duration:g} s"
         )
+        target: Callable[..., None] = _worker
+        if client == "httpx":
+            from ._demo_httpx import worker as target
         args = (idp.url, idp.token_url, tmp, threads, (ready, go, until, out))
-        procs = [ctx.Process(target=_worker, args=args) for _ in range(processes)]
+        procs = [ctx.Process(target=target, args=args) for _ in range(processes)]
         for proc in procs:
             proc.start()
         for _ in procs:

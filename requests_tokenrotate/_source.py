@@ -203,6 +203,16 @@ class TokenSource:
             return token
         return self.refresh(token)
 
+    def peek(self) -> Token | None:
+        """The token in memory if it is usable now, else None; never waits or reads the store.
+
+        Event-loop code calls this first and runs :meth:`token` off the loop only on None.
+        """
+        token, deadline = self._fresh
+        if token is not None and (deadline is None or deadline > self.clock()):
+            return token
+        return None
+
     def refresh(self, stale: Token | None = None) -> Token:
         """Replace ``stale`` with a fresh token, once for all threads and processes.
 

@@ -281,13 +281,8 @@ class Transport:
         :raises TokenRotateError: From the source (``NotLoggedIn``,
             ``TokenInvalidated``, ...), as they are.
         """
-        source = self.source
         try:
-            token = source.token()
-            if not replayable and token.expires_within(
-                self.policy.margin_for(token), now=source.clock()
-            ):
-                token = self._refresh_early(token)
+            token = self.fresh_token(replayable)
             cached = self._cached
             value = (
                 cached[1] if cached is not None and cached[0] is token else self.header_value(token)
@@ -298,6 +293,22 @@ class Transport:
             raise
         request.headers[self.header] = value
         return token
+
+    def fresh_token(self, replayable: bool) -> Token:
+        """A token to send with a body that is (or is not) ``replayable``; may block.
+
+        :raises TokenRotateError: From the source, as they are.
+        """
+        token = self.source.token()
+        if self.needs_early_refresh(token, replayable):
+            token = self._refresh_early(token)
+        return token
+
+    def needs_early_refresh(self, token: Token, replayable: bool) -> bool:
+        """True if a body that cannot be replayed must wait for a fresher ``token``."""
+        return not replayable and token.expires_within(
+            self.policy.margin_for(token), now=self.source.clock()
+        )
 
     def _refresh_early(self, token: Token) -> Token:
         # how-it-works, transport step 3: a consumed stream cannot be resent after a 401.
@@ -320,10 +331,15 @@ class Transport:
     # -- steps 4-5: after the send -----------------------------------------------
     def is_stale(self, response: Response, sent: Token) -> bool:
         """True if ``response`` says ``sent`` is stale (RFC 6750 §3.1, how-it-works step 5)."""
-        status = response.status_code
+        return self.is_stale_answer(
+            response.status_code, response.headers.get("WWW-Authenticate"), sent
+        )
+
+    def is_stale_answer(self, status: int, challenge: str | None, sent: Token) -> bool:
+        """:meth:`is_stale` on plain values: the status and its ``WWW-Authenticate``."""
         if status not in self.refresh_on:
             return False
-        error = bearer_error(response.headers.get("WWW-Authenticate"))
+        error = bearer_error(challenge)
         if (status == 401 and error != "insufficient_scope") or error == "invalid_token":
             return not self._is_rejected_fresh(sent)
         if error is not None:  # insufficient_scope, invalid_request: a new token won't help
@@ -359,17 +375,17 @@ class Transport:
         self._rejected = (sent.access_token, now)  # one more refresh now, then wait again
         return False
 
-    def record_retry(self, retry: Response, new: Token) -> None:
-        """Note the answer to the one resend made with ``new``, a just-refreshed token.
+    def record_retry(self, status: int, challenge: str | None, new: Token) -> None:
+        """Note the answer (status, ``WWW-Authenticate``) to the one resend made with
+        ``new``, a just-refreshed token.
 
         If it says ``new`` is stale too, the server rejects even fresh tokens:
         ``new`` is not refreshed again within the cooldown (see :meth:`is_stale`).
         """
-        status = retry.status_code
         if status not in self.refresh_on:
             return
         logger.debug("%s: %s again after the refresh; returning it", self.source.key, status)
-        if status == 401 or bearer_error(retry.headers.get("WWW-Authenticate")) == "invalid_token":
+        if status == 401 or bearer_error(challenge) == "invalid_token":
             self._rejected = (new.access_token, self.source.clock())
 
     def forget_on_redirect(
@@ -444,7 +460,7 @@ class Transport:
         retry.history.append(response)
         if retry.is_redirect:
             self.forget_on_redirect(retry, new, allows)
-        self.record_retry(retry, new)
+        self.record_retry(retry.status_code, retry.headers.get("WWW-Authenticate"), new)
         return retry
 
     def _refresh_after(self, response: Response, sent: Token) -> Token:

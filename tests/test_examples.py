@@ -54,6 +54,7 @@ def against(idp, tmp_path):
         ("legacy_script.py", "5 calls, statuses [200]"),
         ("vendor_sdk.py", "hvac read 3 secrets"),
         ("parallel_workers.py", "8 workers, statuses [200]"),
+        ("httpx_async.py", "32 tasks, statuses [200]"),
     ],
 )
 def test_example_refreshes_an_expired_token_once(idp, python, against, name, expected):

@@ -16,6 +16,7 @@ def test_all_matches_the_public_namespace():
         "TYPE_CHECKING",
         "exceptions",
         "testing",
+        "httpx",  # the public submodule, an attribute once imported
     }
     assert rt.__all__ == sorted(rt.__all__)
     assert set(rt.__all__) - {"__version__"} == public
@@ -37,14 +38,14 @@ def test_lazy_members_resolve_and_are_listed():
 
 
 def test_importing_the_package_defers_heavy_imports():
-    """A fresh `import requests_tokenrotate` loads neither portalocker, jwt nor platformdirs."""
+    """A fresh `import requests_tokenrotate` loads neither portalocker, jwt, platformdirs nor httpx."""
     import subprocess
     import sys
 
     code = (
         "import sys, requests_tokenrotate; "
         "print(sorted(m for m in ('portalocker', 'jwt', 'platformdirs', 'redis', 'keyring', "
-        "'psycopg', 'http.server') if m in sys.modules))"
+        "'psycopg', 'http.server', 'httpx', 'anyio') if m in sys.modules))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True

@@ -22,36 +22,10 @@ from helpers.challenge_server import ChallengeServer
 from test_transport import wire  # noqa: F401  # the fixture, for both shells
 
 import requests_tokenrotate as rt
-from requests_tokenrotate._transport import DEFAULT_COOLDOWN, DEFAULT_DRAIN_LIMIT
+from requests_tokenrotate._transport import DEFAULT_DRAIN_LIMIT
 
 
-# -- a caller's own credential ------------------------------------------------------
-@pytest.mark.parametrize(
-    ("options", "header", "value"),
-    [
-        ({}, "Authorization", "Bearer the-callers-own"),
-        ({}, "Authorization", "Basic dXNlcjpwYXNz"),
-        ({"header": "X-Api-Key", "scheme": ""}, "X-Api-Key", "callers-key"),
-    ],
-)
-def test_a_header_the_caller_set_is_sent_as_is_and_never_refreshed(
-    wire,  # noqa: F811
-    clocked_idp,
-    make_source,
-    options,
-    header,
-    value,
-):
-    """headers= on an allowed origin wins over our token, and its 401 spends no refresh."""
-    with ChallengeServer(lambda headers: False) as server:
-        session = wire(make_source(clocked_idp), server.url, **options)
-        response = session.get(server.url + "/x", headers={header: value})
-        assert response.status_code == 401
-        assert response.history == []
-        assert [r["headers"].get(header.lower()) for r in server.requests] == [value]
-    assert clocked_idp.refresh_calls == 0
-
-
+# -- a caller's own credential (the header cases run over every shell: test_shells) --
 def test_another_auth_on_the_request_wins(wire, clocked_idp, make_source):  # noqa: F811
     """auth=HTTPBasicAuth(...) on one request: Basic goes out, not our token."""
     with ChallengeServer(lambda headers: False) as server:
@@ -63,27 +37,7 @@ def test_another_auth_on_the_request_wins(wire, clocked_idp, make_source):  # no
     assert clocked_idp.refresh_calls == 0
 
 
-# -- a resource that rejects every token ------------------------------------------
-def test_a_resource_rejecting_every_token_costs_one_refresh_per_cooldown(
-    wire,  # noqa: F811
-    clocked_idp,
-    make_source,
-    clock,
-):
-    """50 GETs to a resource that answers 401 to any token: one refresh, not 50."""
-    with ChallengeServer(lambda headers: False) as server:
-        session = wire(make_source(clocked_idp), server.url)
-        statuses = [session.get(server.url + "/x").status_code for _ in range(50)]
-        assert statuses == [401] * 50
-        assert clocked_idp.refresh_calls == 1
-        assert len(server.requests) == 51  # one retry, after the one refresh
-        clock.advance(DEFAULT_COOLDOWN + 1)
-        statuses = [session.get(server.url + "/x").status_code for _ in range(10)]
-        assert statuses == [401] * 10
-        assert clocked_idp.refresh_calls == 2
-        assert len(server.requests) == 62
-
-
+# -- a resource that rejects every token (the cooldown itself: test_shells) ---------
 def test_a_token_that_worked_is_refreshed_again_within_the_cooldown(
     wire,  # noqa: F811
     clocked_idp,

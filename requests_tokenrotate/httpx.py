@@ -1,0 +1,407 @@
+"""The httpx twin: :class:`TokenRotateAuth` for ``httpx.Client`` and ``httpx.AsyncClient``.
+
+The same :class:`~requests_tokenrotate.TokenSource` and the same decision
+procedure (:class:`~requests_tokenrotate._transport.Transport`) as the requests
+adapter, so a requests process and an httpx process on one key make one
+refresh together. Needs the ``httpx`` extra: ``pip install
+requests-tokenrotate[httpx]``; ``import requests_tokenrotate`` never imports httpx.
+
+How httpx drives an auth: :meth:`httpx.Auth.sync_auth_flow` (or the async one)
+yields a request and receives the *final* response; redirects are followed by
+the client between the two, and ``response.request`` is the last hop. So a
+stale answer counts only if that last hop went to an allowed origin and carried
+our token. httpx copies every header to a redirect hop and strips only
+``Authorization`` on an origin change (and keeps it on an http-to-https upgrade
+of the same host), see ``BaseClient._redirect_headers``.
+
+The event loop (async flow) never waits for a refresh, a lock or the store:
+the hot path (:meth:`TokenSource.peek`, a token in memory and fresh) is a
+read and a compare; anything else runs the blocking :class:`TokenSource` in a
+worker thread (``anyio.to_thread``), so its locks are taken and released in
+that one thread. The tasks of one event loop that need the same refresh share
+one worker call (one "flight"); a cancelled waiter just stops waiting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, Callable, Generator, Iterable
+from typing import TYPE_CHECKING, Any, Final, NoReturn
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+import anyio.to_thread
+import httpx
+
+from ._token import fingerprint
+from ._transport import (
+    DEFAULT_COOLDOWN,
+    DEFAULT_HEADER,
+    DEFAULT_REFRESH_ON,
+    DEFAULT_SCHEME,
+    Transport,
+)
+from .exceptions import (
+    DiscoveryError,
+    InvalidConfiguration,
+    LockTimeout,
+    NotLoggedIn,
+    RefreshError,
+    TokenInvalidated,
+    TokenRotateError,
+    TokenStoreError,
+    _rebuild,
+)
+
+if TYPE_CHECKING:
+    from ._source import RefreshPolicy, TokenSource
+    from ._token import Token
+
+__all__ = ["TokenRotateAuth"]
+
+logger = logging.getLogger(__name__)
+
+_FlightKey = tuple[str, int]
+_MAX_VERDICTS: Final = 512
+
+
+class TokenRotateAuth(httpx.Auth):
+    """An :class:`httpx.Auth` that sends ``source``'s token, for sync and async clients::
+
+        auth = TokenRotateAuth(source, origins=["https://api.example.com"])
+        httpx.Client(auth=auth)  # or httpx.AsyncClient(auth=auth)
+
+    The rules are those of :class:`~requests_tokenrotate.TokenRotateAdapter`:
+    the token goes only to ``origins`` (required: there is no prefix to take
+    it from); a stale answer (401; 403 with ``invalid_token``; a bare 403 at
+    most once per ``cooldown``) from an allowed origin to a request that
+    carried our token refreshes once and resends once if the body is bytes
+    (``content=b"..."``, ``data=``, ``json=``); a streamed body (a sync or async
+    iterator, a file, multipart) is never resent: the token is refreshed before
+    sending when it expires within the refresh margin, and after a 401 the
+    token is refreshed and the 401 returned.
+
+    Redirects: with ``follow_redirects=False`` (httpx's default) the token is
+    removed from ``response.next_request`` when it points to another origin.
+    When the client follows redirects, httpx builds each hop itself: it drops
+    ``Authorization`` on an origin change, except on an http-to-https upgrade
+    of the same host, and keeps any other header. With a custom ``header``,
+    do not let the client follow redirects to hosts you do not trust.
+
+    Errors: the source's errors are raised as subclasses of both their
+    requests-tokenrotate class (``TokenInvalidated``, ``RefreshError``, ...)
+    and :class:`httpx.RequestError`, so ``except httpx.HTTPError`` handlers keep
+    working; ``exc.request`` is the :class:`httpx.Request` and ``exc.response``
+    the stale :class:`httpx.Response` when there was one.
+
+    :param source: The :class:`TokenSource` that owns the token.
+    :param origins: URLs whose origins get the token, e.g. ``"https://api.example.com"``.
+    :param refresh_on: See :class:`TokenRotateAdapter` (default 401, 403).
+    :param refresh_margin: See :class:`TokenRotateAdapter`.
+    :param header: See :class:`TokenRotateAdapter` (default ``Authorization``).
+    :param scheme: See :class:`TokenRotateAdapter` (default ``"Bearer"``).
+    :param cooldown: See :class:`TokenRotateAdapter` (default 60 s).
+    :raises InvalidConfiguration: No ``origins``, or a bad origin, header,
+        scheme, status code, margin or cooldown.
+
+    .. versionadded:: 0.2.0
+    """
+
+    def __init__(
+        self,
+        source: TokenSource,
+        *,
+        origins: str | Iterable[str],
+        refresh_on: int | Iterable[int] = DEFAULT_REFRESH_ON,
+        refresh_margin: RefreshPolicy | float | None = None,
+        header: str = DEFAULT_HEADER,
+        scheme: str | None = DEFAULT_SCHEME,
+        cooldown: float = DEFAULT_COOLDOWN,
+    ) -> None:
+        if origins is None or (not isinstance(origins, str) and not list(origins)):
+            raise InvalidConfiguration(
+                "origins is required: the URLs whose origins get the token, "
+                "e.g. origins=['https://api.example.com']"
+            )
+        if not callable(getattr(source, "peek", None)):
+            raise InvalidConfiguration("source must be a TokenSource")
+        self._transport = Transport(
+            source,
+            origins=origins,
+            refresh_on=refresh_on,
+            refresh_margin=refresh_margin,
+            header=header,
+            scheme=scheme,
+            cooldown=cooldown,
+        )
+        self._verdicts: dict[tuple[str, bytes, int | None], bool] = {}
+        # Per event loop: the refreshes in flight, by what they replace.
+        self._flights: anyio.lowlevel.RunVar[dict[_FlightKey, _Flight]] = anyio.lowlevel.RunVar(
+            f"tokenrotate-flights-{id(self):x}"
+        )
+
+    @property
+    def source(self) -> TokenSource:
+        """The :class:`TokenSource` whose token this auth sends."""
+        return self._transport.source
+
+    def __repr__(self) -> str:
+        return f"<requests_tokenrotate.httpx.TokenRotateAuth {self._transport!r}>"
+
+    # -- the sync flow ---------------------------------------------------------------
+    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
+        transport = self._transport
+        if not self._is_allowed(request.url) or transport.has_callers_header(request.headers):
+            yield request  # another origin, or the caller's own credential: as it is
+            return
+        replayable = isinstance(request.stream, httpx.ByteStream)
+        try:
+            sent = transport.fresh_token(replayable)
+            request.headers[transport.header] = transport.header_value(sent)
+        except TokenRotateError as exc:
+            _raise_for_httpx(exc, request)
+        response = yield request
+        if not self._is_stale(response, sent):
+            return
+        try:
+            new = transport.source.refresh(sent)
+        except TokenRotateError as exc:
+            _raise_for_httpx(exc, request, response)
+        if self._resend(request, response, sent, new, replayable):
+            retry = yield request
+            self._after_retry(retry, new)
+
+    # -- the async flow ----------------------------------------------------------------
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        transport = self._transport
+        if not self._is_allowed(request.url) or transport.has_callers_header(request.headers):
+            yield request  # another origin, or the caller's own credential: as it is
+            return
+        replayable = isinstance(request.stream, httpx.ByteStream)
+        try:
+            sent = transport.source.peek()  # the hot path: no thread, no lock
+            if sent is None or transport.needs_early_refresh(sent, replayable):
+                sent = await self._off_loop(
+                    ("attach", int(replayable)), None, transport.fresh_token, replayable
+                )
+            request.headers[transport.header] = transport.header_value(sent)
+        except TokenRotateError as exc:
+            _raise_for_httpx(exc, request)
+        response = yield request
+        if not self._is_stale(response, sent):
+            return
+        try:
+            new = await self._off_loop(("refresh", id(sent)), sent, transport.source.refresh, sent)
+        except TokenRotateError as exc:
+            _raise_for_httpx(exc, request, response)
+        if self._resend(request, response, sent, new, replayable):
+            retry = yield request
+            self._after_retry(retry, new)
+
+    async def _off_loop(
+        self, key: _FlightKey, subject: object, call: Callable[..., Token], *args: object
+    ) -> Token:
+        """``call(*args)`` in a worker thread, shared by this loop's tasks that ask for ``key``."""
+        flights = self._flights.get(None)
+        if flights is None:
+            flights = {}
+            self._flights.set(flights)
+        flight = flights.get(key)
+        if flight is None:
+            flight = flights[key] = _Flight(subject)
+            loop = anyio.lowlevel.current_token()
+
+            def finish() -> None:
+                if flights.get(key) is flight:
+                    del flights[key]
+                flight.done.set()
+
+            def work() -> None:
+                try:
+                    flight.token = call(*args)
+                except BaseException as exc:  # handed to every waiter
+                    flight.error = exc
+                # RuntimeError: the loop is gone, nobody waits any more.
+                with contextlib.suppress(RuntimeError):
+                    anyio.from_thread.run_sync(finish, token=loop)
+
+            # A cancelled leader stops waiting; the thread still finishes the flight
+            # and releases the locks it took itself (python-sdk #3382).
+            await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+        await flight.done.wait()
+        if flight.error is not None:
+            raise flight.error
+        assert flight.token is not None  # noqa: S101  # set unless error is
+        return flight.token
+
+    # -- decisions shared by both flows --------------------------------------------------
+    def _is_allowed(self, url: httpx.URL) -> bool:
+        """:meth:`Transport.is_allowed`, cached by the URL's parsed scheme, host and port."""
+        key = (url.scheme, url.raw_host, url.port)  # cheaper than str(url)
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            verdict = self._transport.is_allowed(str(url))
+            if len(self._verdicts) >= _MAX_VERDICTS:
+                self._verdicts = {}
+            self._verdicts[key] = verdict
+        return verdict
+
+    def _is_stale(self, response: httpx.Response, sent: Token) -> bool:
+        """True if ``response`` (the last hop) came from an allowed origin with ``sent`` and
+        says it is stale; else strips the token from a redirect that was not followed."""
+        transport = self._transport
+        if response.status_code not in transport.watched:
+            return False
+        hop = response.request
+        value = transport.header_value(sent)
+        if (
+            self._is_allowed(hop.url)
+            and hop.headers.get(transport.header) == value
+            and transport.is_stale_answer(
+                response.status_code, response.headers.get("WWW-Authenticate"), sent
+            )
+        ):
+            return True
+        self._forget_on_redirect(response, value)
+        return False
+
+    def _forget_on_redirect(self, response: httpx.Response, value: str) -> None:
+        # httpx copies every header into next_request and strips only Authorization.
+        following = response.next_request
+        transport = self._transport
+        if (
+            following is not None
+            and not self._is_allowed(following.url)
+            and following.headers.get(transport.header) == value
+        ):
+            del following.headers[transport.header]
+            logger.debug(
+                "%s: removed the token from a redirect to another origin", transport.source.key
+            )
+
+    def _resend(
+        self,
+        request: httpx.Request,
+        response: httpx.Response,
+        sent: Token,
+        new: Token,
+        replayable: bool,
+    ) -> bool:
+        """Put ``new`` on ``request`` and say whether to send it again."""
+        transport = self._transport
+        key = transport.source.key
+        if not replayable:
+            logger.warning(
+                "%s: %s answered %s and the body cannot be replayed; refreshed the token "
+                "and returned the response",
+                key,
+                request.method,
+                response.status_code,
+            )
+            return False
+        try:
+            request.headers[transport.header] = transport.header_value(new)
+        except TokenRotateError as exc:
+            _raise_for_httpx(exc, request, response)
+        logger.debug(
+            "%s: %s with token %s; retrying once with %s",
+            key,
+            response.status_code,
+            fingerprint(sent.access_token),
+            fingerprint(new.access_token),
+        )
+        return True
+
+    def _after_retry(self, retry: httpx.Response, new: Token) -> None:
+        transport = self._transport
+        # A resource that rejects even the fresh token: not refreshed again within the cooldown.
+        transport.record_retry(retry.status_code, retry.headers.get("WWW-Authenticate"), new)
+        if retry.next_request is not None:
+            self._forget_on_redirect(retry, transport.header_value(new))
+
+
+class _Flight:
+    """One worker-thread call that several tasks of one event loop wait for."""
+
+    __slots__ = ("done", "error", "subject", "token")
+
+    def __init__(self, subject: object) -> None:
+        self.subject = subject  # keeps the stale token alive, so its id() stays unique
+        self.done = anyio.Event()
+        self.token: Token | None = None
+        self.error: BaseException | None = None
+
+
+# -- errors: ours, and httpx's too -----------------------------------------------------
+class _HTTPXError(httpx.RequestError):
+    """Makes an error of ours an :class:`httpx.RequestError` as well.
+
+    ``request`` is then httpx's property (an :class:`httpx.Request`), not
+    requests' attribute: hence the ``type: ignore[misc]`` on each twin."""
+
+    def _state(self) -> dict[str, Any]:
+        state: dict[str, Any] = TokenRotateError._state(self)  # type: ignore[arg-type]
+        state.pop("_request", None)  # an httpx.Request does not cross a pickle
+        return state
+
+
+class _TokenRotateError(_HTTPXError, TokenRotateError):  # type: ignore[misc]
+    pass
+
+
+class _NotLoggedIn(_HTTPXError, NotLoggedIn):  # type: ignore[misc]
+    pass
+
+
+class _TokenInvalidated(_HTTPXError, TokenInvalidated):  # type: ignore[misc]
+    pass
+
+
+class _RefreshError(_HTTPXError, RefreshError):  # type: ignore[misc]
+    pass
+
+
+class _DiscoveryError(_HTTPXError, DiscoveryError):  # type: ignore[misc]
+    pass
+
+
+class _TokenStoreError(_HTTPXError, TokenStoreError):  # type: ignore[misc]
+    pass
+
+
+class _LockTimeout(_HTTPXError, LockTimeout):  # type: ignore[misc]
+    pass
+
+
+class _InvalidConfiguration(_HTTPXError, InvalidConfiguration):  # type: ignore[misc]
+    pass
+
+
+_TWINS: Final[dict[type[TokenRotateError], type[TokenRotateError]]] = {
+    TokenRotateError: _TokenRotateError,
+    NotLoggedIn: _NotLoggedIn,
+    TokenInvalidated: _TokenInvalidated,
+    RefreshError: _RefreshError,
+    DiscoveryError: _DiscoveryError,
+    TokenStoreError: _TokenStoreError,
+    LockTimeout: _LockTimeout,
+    InvalidConfiguration: _InvalidConfiguration,
+}
+
+
+def _raise_for_httpx(
+    exc: TokenRotateError, request: httpx.Request, response: httpx.Response | None = None
+) -> NoReturn:
+    """Raise ``exc`` as the matching error that is also an :class:`httpx.RequestError`."""
+    if isinstance(exc, _HTTPXError):
+        twin = exc
+    else:
+        cls = next(_TWINS[klass] for klass in type(exc).__mro__ if klass in _TWINS)
+        twin = _rebuild(cls, exc._state())
+    twin.request = request  # type: ignore[assignment]  # httpx's property on a twin
+    twin.response = response  # type: ignore[assignment]  # the httpx answer, if any
+    raise twin from exc.__cause__
