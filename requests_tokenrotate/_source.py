@@ -1,4 +1,7 @@
-"""TokenSource: the only code that decides to refresh (DESIGN.md, the refresh gate)."""
+"""TokenSource: the only code that decides to refresh.
+
+The design is in docs/how-it-works.rst, "The refresh gate".
+"""
 
 from __future__ import annotations
 
@@ -39,7 +42,7 @@ DEFAULT_GRACE: Final = 5.0
 #: used for 1.95 s, so refreshes track the lifetimes elapsed (bench/soak.py);
 #: a token that expires in flight meets the reactive retry.
 DEFAULT_GRACE_FRACTION: Final = 0.025
-#: The scaled refresh margin (DESIGN.md, transport 3): 10 % of the lifetime,
+#: The scaled refresh margin (docs/how-it-works.rst, the transport, step 3): 10 % of the lifetime,
 #: clamped to 30 s - 300 s and never more than half the lifetime.
 DEFAULT_MARGIN_FRACTION: Final = 0.1
 DEFAULT_MIN_MARGIN: Final = 30.0

@@ -1,6 +1,6 @@
 """The transport's decision procedure, shared by the adapter and the auth.
 
-DESIGN.md, "The transport": attach the token only to allowed origins, refresh
+docs/how-it-works.rst, "The transport": attach the token only to allowed origins, refresh
 before sending a body that cannot be replayed when the token is about to
 expire, and after a stale-token answer (RFC 6750 §3.1) refresh once and resend
 a replayable body once. :class:`TokenRotateAdapter` and
@@ -50,7 +50,7 @@ logger = logging.getLogger(__name__)
 #: Statuses that may mean "stale token" (RFC 6750 §3.1); a 403 needs more evidence.
 DEFAULT_REFRESH_ON: Final = (401, 403)
 #: After a 403 without a Bearer error spent a refresh, further ones are taken
-#: as genuine permission errors for this many seconds (DESIGN.md, transport 5).
+#: as genuine permission errors for this many seconds (how-it-works, transport step 5).
 DEFAULT_COOLDOWN: Final = 60.0
 DEFAULT_HEADER: Final = "Authorization"
 DEFAULT_SCHEME: Final = "Bearer"
@@ -125,7 +125,7 @@ def release(response: Response, limit: int = DEFAULT_DRAIN_LIMIT) -> None:
 
 
 class Transport:
-    """One decision procedure (DESIGN.md, transport 1-5) for one :class:`TokenSource`.
+    """One decision procedure (how-it-works, transport steps 1-5) for one :class:`TokenSource`.
 
     Thread-safe: its only mutable state is a few caches replaced atomically.
     Options are :class:`TransportOptions`, documented on :class:`TokenRotateAdapter`.
@@ -311,7 +311,7 @@ class Transport:
         )
 
     def _refresh_early(self, token: Token) -> Token:
-        # DESIGN.md transport 3: a consumed stream cannot be resent after a 401.
+        # how-it-works, transport step 3: a consumed stream cannot be resent after a 401.
         logger.debug(
             "%s: refreshing before sending a body that cannot be replayed", self.source.key
         )
@@ -330,7 +330,7 @@ class Transport:
 
     # -- steps 4-5: after the send -----------------------------------------------
     def is_stale(self, response: Response, sent: Token) -> bool:
-        """True if ``response`` says ``sent`` is stale (RFC 6750 §3.1, DESIGN.md transport 5)."""
+        """True if ``response`` says ``sent`` is stale (RFC 6750 §3.1, how-it-works step 5)."""
         return self.is_stale_answer(
             response.status_code, response.headers.get("WWW-Authenticate"), sent
         )
