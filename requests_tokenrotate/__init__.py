@@ -1,6 +1,6 @@
 """OAuth2 bearer tokens for requests, rotated transparently and single-flight.
 
-See README.rst for the quick start. Everything public is re-exported here;
+See README.rst and docs/ for the quick start. Everything public is re-exported here;
 no user should need to import a ``_module``.
 """
 
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from ._postgres import PostgresTokenStore
     from ._redis import RedisTokenStore
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 #: Public names whose modules import an optional extra: loaded on first use.
 _LAZY = {

@@ -12,7 +12,8 @@ cooldown, not one per request.
 The shells do the I/O and ask this module: the requests adapter and auth
 (with :mod:`._recovery`, the requests mechanics: rewind, cookies, history),
 and the httpx twin (sync and async). This module imports no HTTP client; the
-only blocking calls it makes are to the :class:`TokenSource` (the gate).
+only blocking calls it makes are to the :class:`TokenSource` (the gate). The
+rules are described in docs/how-it-works.rst, "The transport".
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ applies it under the gate (:mod:`._gate`: the thread lock, then the store's
 lock, re-reading the store after each) and keeps the store contract
 (:mod:`._protocol`): no token call that could outlive the lock, a
 compare-and-set save before the lock is released, a dead credential stamped
-so that every process stops spending it.
+so that every process stops spending it. The design is in
+docs/how-it-works.rst, "The refresh gate".
 """
 
 from __future__ import annotations
