@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, Callable, Generator, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Final
 
 import anyio
@@ -77,10 +77,14 @@ class TokenRotateAuth(httpx.Auth):
 
     Redirects: with ``follow_redirects=False`` (httpx's default) the token is
     removed from ``response.next_request`` when it points to another origin.
-    When the client follows redirects, httpx builds each hop itself: it drops
-    ``Authorization`` on an origin change, except on an http-to-https upgrade
-    of the same host, and keeps any other header. With a custom ``header``,
-    do not let the client follow redirects to hosts you do not trust.
+    When the client follows redirects, httpx builds each hop itself outside the
+    auth flow: it drops ``Authorization`` on an origin change, except on an
+    http-to-https upgrade of the same host, and keeps any other header. Give
+    the client this auth's hooks too and every hop to an origin that is not
+    allowed goes without our token, whatever the header::
+
+        httpx.Client(auth=auth, event_hooks=auth.event_hooks, follow_redirects=True)
+        httpx.AsyncClient(auth=auth, event_hooks=auth.async_event_hooks, ...)
 
     Errors: the source's errors are raised as subclasses of both their
     requests-tokenrotate class (``TokenInvalidated``, ``RefreshError``, ...)
@@ -229,6 +233,42 @@ class TokenRotateAuth(httpx.Auth):
             raise flight.error
         assert flight.token is not None  # noqa: S101  # set unless error is
         return flight.token
+
+    # -- redirect hops the client follows by itself ----------------------------------
+    @property
+    def event_hooks(self) -> dict[str, list[Callable[[httpx.Request], None]]]:
+        """``event_hooks=`` for an :class:`httpx.Client` that follows redirects.
+
+        httpx runs request hooks on every hop; this one removes our token from a
+        hop to an origin that is not allowed (a caller's own header stays).
+
+        .. versionadded:: 0.2.0
+        """
+        return {"request": [self._strip_foreign_hop]}
+
+    @property
+    def async_event_hooks(self) -> dict[str, list[Callable[[httpx.Request], Awaitable[None]]]]:
+        """:attr:`event_hooks` for an :class:`httpx.AsyncClient`.
+
+        .. versionadded:: 0.2.0
+        """
+
+        async def strip(request: httpx.Request) -> None:
+            self._strip_foreign_hop(request)
+
+        return {"request": [strip]}
+
+    def _strip_foreign_hop(self, request: httpx.Request) -> None:
+        policy = self._policy
+        if (
+            policy.header in request.headers
+            and not self._is_allowed(request.url)
+            and not policy.has_callers_header(request.headers)
+        ):
+            del request.headers[policy.header]
+            logger.debug(
+                "%s: removed the token from a redirect hop to another origin", policy.source.key
+            )
 
     # -- decisions shared by both flows --------------------------------------------------
     def _is_allowed(self, url: httpx.URL) -> bool:

@@ -121,6 +121,36 @@ def test_a_foreign_401_after_a_followed_redirect_spends_no_refresh(clocked_idp, 
     assert idp.refresh_calls == 0
 
 
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_the_hooks_keep_a_custom_header_off_a_followed_redirect(clocked_idp, make_source, kind):
+    """With auth.event_hooks, a hop the client follows to another origin gets no token."""
+    idp = clocked_idp
+    source = make_source(idp)
+    auth = TokenRotateAuth(source, origins=idp.url, header="X-Api-Token", scheme="")
+    with ChallengeServer() as elsewhere:
+        url = f"{idp.url}/redirect"
+        params = {"to": elsewhere.url + "/x"}
+        if kind == "sync":
+            with httpx.Client(
+                auth=auth, event_hooks=auth.event_hooks, follow_redirects=True
+            ) as client:
+                response = client.get(url, params=params)
+        else:
+
+            async def run():
+                async with httpx.AsyncClient(
+                    auth=auth, event_hooks=auth.async_event_hooks, follow_redirects=True
+                ) as client:
+                    return await client.get(url, params=params)
+
+            response = asyncio.run(run())
+        assert [r.status_code for r in response.history] == [302]
+        assert "x-api-token" not in elsewhere.requests[0]["headers"]
+        # The first hop, to the allowed origin, carried it.
+        assert response.history[0].request.headers["X-Api-Token"] == source.token().access_token
+    assert idp.refresh_calls == 0
+
+
 class CountingSource(rt.TokenSource):
     """A real TokenSource that counts the calls that reach its blocking token()."""
 
