@@ -3,7 +3,9 @@
 Prints one Markdown section per experiment, then the raw results as JSON, and
 writes the JSON to ``bench/results.json`` (``--json PATH`` to change it).
 Experiments: overhead (1), storm (2), stream401 (3), shortlived (4), soak (5),
-importtime (6), handoff (the FileTokenStore lock handoff, bench/handoff.py).
+importtime (6), handoff (the FileTokenStore lock handoff, bench/handoff.py),
+fleet (file, Redis and PostgreSQL side by side, bench/fleet.py: needs
+redis-server and PostgreSQL).
 Every server is a loopback LocalIdP; every loop is bounded.
 """
 
@@ -20,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import _peers, importtime, overhead, shortlived, soak, storm, stream401
+from bench import _peers, fleet, importtime, overhead, shortlived, soak, storm, stream401
 from bench._common import SPAWN, has_transport, loopback_only, table
 
 HERE = Path(__file__).resolve().parent
@@ -71,6 +73,7 @@ EXPERIMENTS: dict[str, tuple[Callable[[bool], dict[str, Any]], Callable[[dict[st
     "soak": (soak.run, soak.report),
     "importtime": (importtime.run, importtime.report),
     "handoff": (_handoff_run, _handoff_report),
+    "fleet": (fleet.run, fleet.report),
 }
 
 
