@@ -2,16 +2,18 @@
 
 Prints one Markdown section per experiment, then the raw results as JSON, and
 writes the JSON to ``bench/results.json`` (``--json PATH`` to change it).
-Experiments: overhead (1), storm (2), stream401 (3), shortlived (4), soak (5),
-importtime (6), handoff (the FileTokenStore lock handoff, bench/handoff.py),
-fleet (file, Redis and PostgreSQL side by side, bench/fleet.py: needs
-redis-server and PostgreSQL).
+Experiments: overhead (1), storm (2), storm_httpx (2b, the storm on httpx clients),
+stream401 (3), shortlived (4), soak (5), importtime (6), handoff (the FileTokenStore
+lock handoff, bench/handoff.py), httpx_twin (the httpx twin's CPU and loop lag),
+fleet (file, Redis and PostgreSQL side by side, bench/fleet.py: needs redis-server,
+PostgreSQL and the redis and postgres extras).
 Every server is a loopback LocalIdP; every loop is bounded.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import multiprocessing as mp
 import os
@@ -22,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import _peers, fleet, importtime, overhead, shortlived, soak, storm, stream401
+from bench import _peers, importtime, overhead, shortlived, soak, storm, storm_httpx, stream401
 from bench._common import SPAWN, has_transport, loopback_only, table
 
 HERE = Path(__file__).resolve().parent
@@ -64,16 +66,30 @@ def _handoff_report(result: dict[str, Any]) -> str:
     )
 
 
+def _lazy(name: str) -> tuple[Callable[[bool], dict[str, Any]], Callable[[dict[str, Any]], str]]:
+    """``bench.<name>``'s run and report, imported when used (it needs the httpx extra)."""
+
+    def run(quick: bool) -> dict[str, Any]:
+        return importlib.import_module(f"bench.{name}").run(quick)
+
+    def report(result: dict[str, Any]) -> str:
+        return importlib.import_module(f"bench.{name}").report(result)
+
+    return run, report
+
+
 #: name -> (run(quick), report(result))
 EXPERIMENTS: dict[str, tuple[Callable[[bool], dict[str, Any]], Callable[[dict[str, Any]], str]]] = {
     "overhead": (overhead.run, overhead.report),
     "storm": (storm.run, storm.report),
+    "storm_httpx": (storm_httpx.run, storm_httpx.report),
     "stream401": (stream401.run, stream401.report),
     "shortlived": (shortlived.run, shortlived.report),
     "soak": (soak.run, soak.report),
     "importtime": (importtime.run, importtime.report),
     "handoff": (_handoff_run, _handoff_report),
-    "fleet": (fleet.run, fleet.report),
+    "httpx_twin": _lazy("httpx_twin"),
+    "fleet": _lazy("fleet"),
 }
 
 

@@ -7,6 +7,7 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
+import queue
 import statistics
 import sys
 import tempfile
@@ -222,6 +223,86 @@ def check_refresh_token(token_url: str, refresh_token: str | None, client_id: st
         form["client_secret"] = secret
     response = requests.post(token_url, data=form, timeout=10)
     return response.status_code == 200
+
+
+# -- releasing worker processes together ---------------------------------------------
+def release_together(
+    target: Callable[..., None],
+    args: tuple[Any, ...],
+    procs: int,
+    before_release: Callable[[], None],
+    timeout: float = 120.0,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Run ``target(*args, go, out)`` in ``procs`` spawned processes, released by one event.
+
+    Each worker puts ``{"ready": True}`` on ``out`` once armed (or ``{"error": ...}`` if it
+    could not start), then waits for ``go`` and puts ``{"results": [...]}``.
+    ``before_release`` runs once every worker has answered (reset the server's counters
+    there). Returns the result messages and the workers' start errors; bounded by
+    ``timeout`` overall, stragglers are terminated.
+    """
+    go, out = SPAWN.Event(), SPAWN.Queue()
+    workers = [
+        SPAWN.Process(target=target, args=(*args, go, out), daemon=True) for _ in range(procs)
+    ]
+    for proc in workers:
+        proc.start()
+    early: list[dict[str, Any]] = []
+    answered = 0
+    deadline = time.monotonic() + timeout
+    while answered < procs:
+        message = _next_message(out, workers, deadline)
+        if message is None:
+            break
+        answered += 1  # "ready", or an error from a worker that will not report "ready"
+        if not message.get("ready"):
+            early.append(message)
+    before_release()
+    go.set()
+    finished = [m for m in early if "results" in m]
+    while len(finished) < procs:
+        message = _next_message(out, workers, deadline)
+        if message is None:
+            break
+        if "results" in message:
+            finished.append(message)
+    for proc in workers:
+        proc.join(10)
+        if proc.is_alive():
+            proc.terminate()
+    return finished, [m["error"] for m in early if "error" in m]
+
+
+def _next_message(out: Any, workers: list[Any], deadline: float) -> dict[str, Any] | None:
+    """The next message, or None once the deadline passed or every worker is gone."""
+    while time.monotonic() < deadline:
+        try:
+            return dict(out.get(timeout=0.5))
+        except queue.Empty:
+            if not any(proc.is_alive() for proc in workers):
+                return None
+    return None
+
+
+def summarize_outcomes(outcomes: list[dict[str, Any]], expected: int) -> dict[str, Any]:
+    """Count what callers saw: ``{"status": int}`` or ``{"error": name}``, with
+    ``start``/``end`` epoch seconds; ``expected`` outcomes, the missing ones as "no answer"."""
+    ok = sum(1 for r in outcomes if r.get("status") == 200)
+    kinds: dict[str, int] = {}
+    for r in outcomes:
+        if r.get("status") != 200:
+            label = r.get("error") or f"HTTP {r.get('status')}"
+            kinds[label] = kinds.get(label, 0) + 1
+    if expected > len(outcomes):
+        kinds["no answer"] = expected - len(outcomes)
+    starts = [r["start"] for r in outcomes]
+    ends = [r["end"] for r in outcomes]
+    return {
+        "ok": ok,
+        "failures": expected - ok,
+        "failure_kinds": kinds,
+        "wall_ms": (max(ends) - min(starts)) * 1e3 if outcomes else None,
+    }
 
 
 # -- statistics and tables -----------------------------------------------------------

@@ -86,6 +86,8 @@ def versions() -> dict[str, str]:
         "oauthlib",
         "Authlib",
         "google-auth",
+        "httpx",
+        "httpx-auth",
     ):
         try:
             found[name] = version(name)

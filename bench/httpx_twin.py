@@ -32,6 +32,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import requests_tokenrotate as rt
+from bench._common import table
 from requests_tokenrotate.httpx import TokenRotateAuth
 from requests_tokenrotate.testing import LocalIdP
 
@@ -164,20 +165,56 @@ def lag(tasks: int = 64, latency: float = 0.3) -> list[tuple[str, float, float, 
     return rows
 
 
+def run(quick: bool) -> dict[str, Any]:
+    rounds, per_round = (5, 1000) if quick else (21, 2000)
+    return {
+        "rounds": rounds,
+        "per_round": per_round,
+        "cpu": [
+            {"client": name, "us": round(us, 2), "over_static_us": round(diff, 2)}
+            for name, us, diff in cpu(rounds, per_round)
+        ],
+        "lag": [
+            {"auth": name, "p50_ms": p50, "p99_ms": p99, "max_ms": worst, "wall_ms": wall}
+            for name, p50, p99, worst, wall in lag()
+        ],
+    }
+
+
+def report(result: dict[str, Any]) -> str:
+    text = [
+        f"### httpx twin: CPU per request (median of {result['rounds']} interleaved rounds x "
+        f"{result['per_round']}, httpx.MockTransport) and loop lag during a refresh\n",
+        table(
+            ["client", "µs / request", "over static httpx.Auth (paired median)"],
+            [
+                (r["client"], f"{r['us']:.1f}", f"{r['over_static_us']:+.1f} µs")
+                for r in result["cpu"]
+            ],
+        ),
+        "",
+        table(
+            ["auth, 64 tasks, 0.3 s token endpoint", "lag p50 ms", "p99 ms", "max ms", "wall ms"],
+            [
+                (
+                    r["auth"],
+                    f"{r['p50_ms']:.2f}",
+                    f"{r['p99_ms']:.2f}",
+                    f"{r['max_ms']:.1f}",
+                    f"{r['wall_ms']:.0f}",
+                )
+                for r in result["lag"]
+            ],
+        ),
+    ]
+    return "\n".join(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    rounds, per_round = (5, 1000) if args.quick else (21, 2000)
-    print("| client | µs / request | over static httpx.Auth (paired median) |")
-    print("|---|---|---|")
-    for name, us, diff in cpu(rounds, per_round):
-        print(f"| {name} | {us:.1f} | {diff:+.1f} µs |")
-    print()
-    print("| auth, 64 tasks, 0.3 s token endpoint | lag p50 ms | p99 ms | max ms | wall ms |")
-    print("|---|---|---|---|---|")
-    for name, p50, p99, worst, wall in lag():
-        print(f"| {name} | {p50:.2f} | {p99:.2f} | {worst:.1f} | {wall:.0f} |")
+    print(report(run(args.quick)))
 
 
 if __name__ == "__main__":

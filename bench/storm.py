@@ -20,11 +20,12 @@ from typing import Any
 
 from bench import _peers
 from bench._common import (
-    SPAWN,
     check_refresh_token,
     has_transport,
     loopback_only,
     read_json,
+    release_together,
+    summarize_outcomes,
     table,
     temp_dir,
     write_json_atomic,
@@ -120,33 +121,9 @@ def one_run(kind: str, procs: int, threads: int, scenario: dict[str, Any]) -> di
             )
         else:
             write_json_atomic(conf["file"], expired)
-        go, out = SPAWN.Event(), SPAWN.Queue()
-        workers = [
-            SPAWN.Process(target=worker, args=(kind, conf, threads, go, out), daemon=True)
-            for _ in range(procs)
-        ]
-        for proc in workers:
-            proc.start()
-        messages, ready = [], 0
-        deadline = time.monotonic() + 120
-        while ready < procs and time.monotonic() < deadline:
-            message = out.get(timeout=max(deadline - time.monotonic(), 0.1))
-            if message.get("ready"):
-                ready += 1
-            else:
-                messages.append(message)
-                ready += 1  # a worker that failed to start will not report "ready"
-        idp.reset_counters()
-        go.set()
-        finished = [m for m in messages if "results" in m]
-        while len(finished) < procs and time.monotonic() < deadline:
-            message = out.get(timeout=max(deadline - time.monotonic(), 0.1))
-            if "results" in message:
-                finished.append(message)
-        for proc in workers:
-            proc.join(10)
-            if proc.is_alive():
-                proc.terminate()
+        finished, worker_errors = release_together(
+            worker, (kind, conf, threads), procs, idp.reset_counters
+        )
         counters = idp.counters()
         if kind == OURS:
             import requests_tokenrotate as rt
@@ -159,28 +136,14 @@ def one_run(kind: str, procs: int, threads: int, scenario: dict[str, Any]) -> di
             invalidated = False
         live = check_refresh_token(idp.token_url, refresh_token, client_id)
     outcomes = [r for m in finished for r in m["results"]]
-    ok = sum(1 for r in outcomes if r.get("status") == 200)
-    errors: dict[str, int] = {}
-    for r in outcomes:
-        if r.get("status") != 200:
-            label = r.get("error") or f"HTTP {r.get('status')}"
-            errors[label] = errors.get(label, 0) + 1
-    missing = procs * threads - len(outcomes)
-    if missing:
-        errors["no answer"] = missing
-    starts = [r["start"] for r in outcomes]
-    ends = [r["end"] for r in outcomes]
     return {
         "token_calls": counters["token_calls"],
         "refresh_calls": counters["refresh_calls"],
         "invalid_grant": counters["invalid_grant"],
-        "ok": ok,
-        "failures": procs * threads - ok,
-        "failure_kinds": errors,
-        "wall_ms": (max(ends) - min(starts)) * 1e3 if outcomes else None,
+        **summarize_outcomes(outcomes, procs * threads),
         "live_refresh_token": live,
         "store_invalidated": invalidated,
-        "worker_errors": [m["error"] for m in messages if "error" in m],
+        "worker_errors": worker_errors,
     }
 
 
