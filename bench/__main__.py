@@ -4,7 +4,9 @@ Prints one Markdown section per experiment, then the raw results as JSON, and
 writes the JSON to ``bench/results.json`` (``--json PATH`` to change it).
 Experiments: overhead (1), storm (2), storm_httpx (2b, the storm on httpx clients),
 stream401 (3), shortlived (4), soak (5), importtime (6), handoff (the FileTokenStore
-lock handoff, bench/handoff.py), httpx_twin (the httpx twin's CPU and loop lag).
+lock handoff, bench/handoff.py), httpx_twin (the httpx twin's CPU and loop lag),
+fleet (file, Redis and PostgreSQL side by side, bench/fleet.py: needs redis-server,
+PostgreSQL and the redis and postgres extras).
 Every server is a loopback LocalIdP; every loop is bounded.
 """
 
@@ -87,6 +89,7 @@ EXPERIMENTS: dict[str, tuple[Callable[[bool], dict[str, Any]], Callable[[dict[st
     "importtime": (importtime.run, importtime.report),
     "handoff": (_handoff_run, _handoff_report),
     "httpx_twin": _lazy("httpx_twin"),
+    "fleet": _lazy("fleet"),
 }
 
 

@@ -226,49 +226,23 @@ def _no_real_user_directories(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
 
 
-def _run_refresh_workers(
-    directory, token_url, *, processes, threads, client_id="cli", key="default", store=None
-):
-    """Start worker processes (tests/helpers/refresh_worker.py), release them together, collect."""
-    command = [
-        sys.executable,
-        str(HELPERS / "refresh_worker.py"),
-        f"--dir={directory}",
-        f"--token-url={token_url}",
-        f"--client-id={client_id}",
-        f"--key={key}",
-        f"--threads={threads}",
-        *([f"--store={store}"] if store else []),
-    ]
-    children = [
-        subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        for _ in range(processes)
-    ]
-    try:
-        for child in children:  # a barrier across processes: all ready, then go
-            assert child.stdout.readline().strip() == "ready"
-        for child in children:
-            child.stdin.write("go\n")
-            child.stdin.flush()
-        results = []
-        for child in children:
-            out, _ = child.communicate(timeout=60)
-            results.extend(json.loads(out))
-        return results
-    finally:
-        for child in children:
-            if child.poll() is None:
-                child.kill()
-                child.wait(10)
-            for stream in (child.stdin, child.stdout):
-                if stream and not stream.closed:
-                    stream.close()
-
-
 @pytest.fixture
-def run_refresh_workers():
-    """Run N worker processes x T threads racing one key; returns what each thread saw."""
-    return _run_refresh_workers
+def fleet(tmp_path):
+    """``fleet(store, token_url, **options)``: a Fleet of fleet_worker.py processes.
+
+    Hosts live under ``tmp_path/hosts``; every worker is stopped at the end.
+    """
+    from helpers.fleet import Fleet
+
+    made: list[Fleet] = []
+
+    def make(store: str, token_url: str, **options: object) -> Fleet:
+        made.append(Fleet(tmp_path / "hosts", store, token_url, **options))
+        return made[-1]
+
+    yield make
+    for one in made:
+        one.close()
 
 
 # -- PostgreSQL: a throwaway cluster for the session ----------------------------
@@ -308,80 +282,6 @@ def pg_store(postgres_server, request):
     store = rt.PostgresTokenStore(postgres_server.dsn(), table=table)
     yield store
     postgres_server.admin(f'DROP TABLE IF EXISTS "{table}"')
-
-
-class Fleet:
-    """Worker processes (tests/helpers/store_worker.py) grouped in "hosts" sharing one store.
-
-    Each host has its own HOME and REQUESTS_TOKENROTATE_HOME: only the store
-    spec and the IdP are common.
-    """
-
-    def __init__(self, base: Path, spec: str, token_url: str, key: str) -> None:
-        self.base = base
-        self.spec = spec
-        self.token_url = token_url
-        self.key = key
-        self.children: list[subprocess.Popen] = []
-
-    def start(self, *, hosts: int, processes: int, threads: int, duration: float = 0.0) -> float:
-        """Start the workers, release them together; returns when (time.time()) they went."""
-        import os
-
-        for host in range(hosts):
-            home = self.base / f"host{host}"
-            home.mkdir(parents=True, exist_ok=True)
-            env = {**os.environ, "HOME": str(home), "REQUESTS_TOKENROTATE_HOME": str(home / "rt")}
-            command = [
-                sys.executable, str(HELPERS / "store_worker.py"), f"--store={self.spec}",
-                f"--token-url={self.token_url}", f"--key={self.key}", f"--threads={threads}",
-                f"--duration={duration}",
-            ]  # fmt: skip
-            self.children += [
-                subprocess.Popen(
-                    command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
-                )
-                for _ in range(processes)
-            ]
-        for child in self.children:  # a barrier across processes: all ready, then go
-            assert _read_line(child.stdout, 60).strip() == "ready"
-        went = time.time()
-        for child in self.children:
-            child.stdin.write("go\n")
-            child.stdin.flush()
-        return went
-
-    def results(self, timeout: float = 120) -> list[dict]:
-        deadline = time.monotonic() + timeout
-        out = []
-        for child in self.children:
-            line = _read_line(child.stdout, max(deadline - time.monotonic(), 0.1))
-            assert line, "a worker did not report in time"
-            out.append(json.loads(line))
-        return out
-
-    def close(self) -> None:
-        for child in self.children:
-            if child.poll() is None:
-                child.kill()
-            child.wait(10)
-            for stream in (child.stdin, child.stdout):
-                if stream and not stream.closed:
-                    stream.close()
-
-
-@pytest.fixture
-def fleet(tmp_path):
-    """Make a Fleet(spec, token_url, key); every worker is stopped at the end."""
-    made: list[Fleet] = []
-
-    def make(spec: str, token_url: str, key: str = "default") -> Fleet:
-        made.append(Fleet(tmp_path / "hosts", spec, token_url, key))
-        return made[-1]
-
-    yield make
-    for one in made:
-        one.close()
 
 
 # -- hostile files: what another process (or user) can put at a private path ----

@@ -8,14 +8,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 import requests_tokenrotate as rt
 from requests_tokenrotate.testing import LocalIdP
-
-HELPERS = Path(__file__).parent / "helpers"
 
 
 def make_source(idp: LocalIdP, store: rt.TokenStore, **kwargs) -> rt.TokenSource:

@@ -6,7 +6,6 @@ The behaviour it shares with the requests shells is in tests/test_shells.py.
 from __future__ import annotations
 
 import asyncio
-import json
 import pickle
 import selectors
 import subprocess
@@ -17,7 +16,6 @@ import time
 import httpx
 import pytest
 import requests
-from conftest import HELPERS
 from helpers.challenge_server import ChallengeServer
 
 import requests_tokenrotate as rt
@@ -283,64 +281,30 @@ def test_cancelled_waiters_leave_the_gate_usable(tmp_path):
 
 
 # -- processes ---------------------------------------------------------------------------
-def run_clients(directory, idp, plan):
-    """Start client_worker.py processes, one per (mode, callers); release them together."""
-    children = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                str(HELPERS / "client_worker.py"),
-                f"--dir={directory}",
-                f"--token-url={idp.token_url}",
-                f"--resource-url={idp.resource_url}",
-                f"--origin={idp.url}",
-                f"--mode={mode}",
-                f"--callers={callers}",
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for mode, callers in plan
-    ]
-    try:
-        for child in children:
-            assert read_line(child.stdout).strip() == "ready"
-        for child in children:
-            child.stdin.write("go\n")
-            child.stdin.flush()
-        results = []
-        for child in children:
-            out, _ = child.communicate(timeout=TIMEOUT)
-            results.extend(json.loads(out))
-        return results
-    finally:
-        for child in children:
-            if child.poll() is None:
-                child.kill()
-                child.wait(10)
-            for stream in (child.stdin, child.stdout):
-                if stream and not stream.closed:
-                    stream.close()
+def run_clients(fleet, directory, idp, plan):
+    """One fleet worker per (client, callers) on one host and one token directory."""
+    workers = fleet(str(directory), idp.token_url, resource=idp.resource_url, origin=idp.url)
+    children = workers.launch((0, {"client": client, "threads": n}) for client, n in plan)
+    return workers.gather(children, TIMEOUT)
 
 
-def test_async_and_sync_httpx_processes_make_one_refresh(tmp_path):
+def test_async_and_sync_httpx_processes_make_one_refresh(tmp_path, fleet):
     """4 processes x 16 tasks plus 4 x 4 threads on one expired token: one refresh."""
     with LocalIdP() as idp:
         seed_expired(tmp_path, idp)
         plan = [("httpx-async", 16)] * 4 + [("httpx-sync", 4)] * 4
-        results = run_clients(tmp_path, idp, plan)
+        results = run_clients(fleet, tmp_path, idp, plan)
     assert [r.get("status") for r in results] == [200] * (4 * 16 + 4 * 4)
     assert idp.refresh_calls == 1
     assert idp.invalid_grant == 0
 
 
-def test_requests_and_httpx_processes_share_one_refresh(tmp_path):
+def test_requests_and_httpx_processes_share_one_refresh(tmp_path, fleet):
     """requests processes and httpx processes on one key: one refresh between them."""
     with LocalIdP() as idp:
         seed_expired(tmp_path, idp)
         plan = [("requests", 4), ("httpx-async", 8), ("requests", 4), ("httpx-async", 8)]
-        results = run_clients(tmp_path, idp, plan)
+        results = run_clients(fleet, tmp_path, idp, plan)
     assert [r.get("status") for r in results] == [200] * 24
     assert idp.refresh_calls == 1
     assert idp.invalid_grant == 0

@@ -65,7 +65,7 @@ def test_rewrite_drops_the_old_parts_and_keys_lists_the_index(keychain):
     assert store.keys() == ["b"]
 
 
-def test_four_processes_by_four_threads_make_one_refresh(keychain, idp, tmp_path, run_refresh_workers):
+def test_four_processes_by_four_threads_make_one_refresh(keychain, idp, fleet):
     """The keychain has no lock: the lock file makes 16 racing callers spend one refresh."""
     idp.token_latency = 0.3
     store = rt.KeyringTokenStore("tokenrotate-test-storm")
@@ -73,9 +73,8 @@ def test_four_processes_by_four_threads_make_one_refresh(keychain, idp, tmp_path
     source = rt.TokenSource(rt.RefreshTokenGrant(client), store, "default")
     source.login(rt.Token.from_response(idp.issue_tokens()).replace(expires_at=time.time() - 1))
     idp.reset_counters()
-    results = run_refresh_workers(
-        tmp_path, idp.token_url, processes=4, threads=4, store="keyring:tokenrotate-test-storm"
-    )
+    workers = fleet("keyring:tokenrotate-test-storm", idp.token_url)
+    results = workers.run(hosts=1, processes=4, threads=4)  # one host: one lock directory
     assert [r for r in results if "error" in r] == []
     assert idp.refresh_calls == 1
     assert idp.invalid_grant == 0

@@ -349,16 +349,18 @@ def test_restart_mid_run_only_typed_errors_and_the_credential_survives(postgres_
     with LocalIdP(access_token_lifetime=2) as idp:
         source = make_source(idp, store, key)
         login_expired(idp, source)
-        workers = fleet(postgres_server.dsn(), idp.token_url, key)
-        workers.start(hosts=2, processes=2, threads=2, duration=8)
+        options = {"key": key, "lock_timeout": 20, "deadline": 15, "interval": 0.02}
+        workers = fleet(postgres_server.dsn(), idp.token_url, **options)
+        children = workers.start(hosts=2, processes=2, threads=2, duration=8)
         time.sleep(2.5)  # let the fleet refresh on a live database first
         postgres_server.stop()
         time.sleep(2.5)  # an outage longer than a token's lifetime
         postgres_server.start()
-        results = workers.results()
-        errors = {name for r in results for name in r["errors"]}
+        results = [workers.collect(child) for child in children]
+        errors = {r["error"] for outcomes in results for r in outcomes if "error" in r}
         assert errors <= {"TokenStoreError", "LockTimeout"}, errors
-        assert all(r["ok"] for r in results)
+        # Every process got a token at least once.
+        assert all(any("token" in r for r in outcomes) for outcomes in results)
         assert idp.invalid_grant == 0
         stored = store.load(key)
         assert source.refresh(stored).access_token != stored.access_token  # still live

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import io
 import time
-from pathlib import Path
 
 import pytest
 import requests
@@ -22,7 +21,6 @@ import requests_tokenrotate as rt
 from requests_tokenrotate._challenges import bearer_error, parse_challenges
 from requests_tokenrotate._token import fingerprint
 
-HELPERS = Path(__file__).parent / "helpers"
 SHORT = "read write short"  # DOT gives tokens with this scope the short lifetime
 
 
@@ -74,20 +72,16 @@ def expired_at_server(dot, source, scope=SHORT) -> dict:
 
 # -- the storm ------------------------------------------------------------------
 def test_eight_processes_by_four_threads_spend_one_refresh_token_at_dot(
-    dot_server, tmp_path, recorder, run_refresh_workers
+    dot_server, tmp_path, recorder, fleet
 ):
     """8 processes x 4 threads, one expired token: DOT sees 1 refresh, nobody sees invalid_grant."""
     store = rt.FileTokenStore(tmp_path)
     response = dot_server.mint()
     make_source(dot_server, store, recorder).login(expired(response))
-    results = run_refresh_workers(
-        tmp_path,
-        dot_server.token_url,
-        processes=8,
-        threads=4,
-        client_id=dot_server.client_id("public"),
-        key="dot",
+    workers = fleet(
+        str(tmp_path), dot_server.token_url, client_id=dot_server.client_id("public"), key="dot"
     )
+    results = workers.run(hosts=1, processes=8, threads=4)
     assert len(results) == 32
     assert [r for r in results if "error" in r] == []
     stored = store.load("dot")

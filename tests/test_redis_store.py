@@ -18,6 +18,7 @@ from helpers.redis_server import RedisServer
 import requests_tokenrotate as rt
 from requests_tokenrotate import _cli
 from requests_tokenrotate._storespec import store_from_spec
+from requests_tokenrotate.testing import LocalIdP
 
 TOKEN = rt.Token("access-secret", refresh_token="refresh-secret", expires_at=2e9, obtained_at=1e9)
 PASSWORD = "pa55-w0rd-s3cret"
@@ -272,3 +273,42 @@ def test_cli_takes_a_redis_store(redis_url, tmp_path, capsys):
     assert rt.RedisTokenStore(redis_url).keys() == []
     assert _cli.main(["status", "--store", "redis://127.0.0.1:1/0"]) == 1
     assert "could not list the keys" in capsys.readouterr().err
+
+
+def test_redis_restart_mid_run_only_typed_errors_and_the_credential_survives(
+    redis_server, fleet
+):
+    """Redis stopped and restarted (AOF) under a running fleet: typed errors, 0 invalid_grant."""
+    with redis_server.client() as client:
+        client.flushall()
+    url = redis_server.url
+    with LocalIdP(access_token_lifetime=1.0) as idp:
+        store = rt.RedisTokenStore(url, lease=30)
+        token = rt.Token.from_response(idp.issue_tokens())
+        store.save("default", token.replace(expires_at=time.time() - 1))
+        idp.reset_counters()
+        options = {"resource": idp.resource_url, "lock_timeout": 3, "redis_timeout": 1.0}
+        options["deadline"] = 2.0  # below lock_timeout, as TokenSource demands
+        workers = fleet(url, idp.token_url, **options)
+        children = workers.start(hosts=2, processes=1, threads=2, duration=9, interval=0.1)
+        until(lambda: idp.refresh_calls >= 2, 10)  # refreshes before the outage
+        # Hold the key's lock so nothing refreshes across the restart: what was stored
+        # before must be what is stored after.
+        with store.lock("default", 10) as held:
+            before = held.load()
+            redis_server.stop()
+            time.sleep(3)  # the outage's length, not a synchronisation
+            redis_server.start()
+            after = held.load()
+            assert held.remaining() > 0  # the lease itself survived (AOF)
+        results = workers.gather(children)
+        counters = idp.counters()
+    assert after.is_same(before)
+    assert after.refresh_token == before.refresh_token
+    errors = {r["error"] for r in results if "error" in r}
+    assert errors
+    assert errors <= {"TokenStoreError", "LockTimeout", "LockLost"}
+    assert {r.get("status") for r in results if "error" not in r} == {200}
+    assert counters["invalid_grant"] == 0
+    last = max(results, key=lambda r: r["start"])
+    assert last.get("status") == 200  # the fleet works again after the restart
