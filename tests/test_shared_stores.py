@@ -71,12 +71,16 @@ class Shared:
 @pytest.fixture(params=["file", "postgres", "redis", "wrapped-redis"])
 def shared_store(request, tmp_path):
     if request.param == "file":
-        return Shared(str(tmp_path / "shared-tokens"), "file")
+        yield Shared(str(tmp_path / "shared-tokens"), "file")
+        return
     if request.param == "postgres":
         server = request.getfixturevalue("postgres_server")
-        return Shared(server.dsn(), "postgres")
+        yield Shared(server.dsn(), "postgres")
+        return
     url = request.getfixturevalue("redis_url")
-    return Shared(url, "redis", wrap=request.param == "wrapped-redis")
+    shared = Shared(url, "redis", wrap=request.param == "wrapped-redis")
+    yield shared
+    shared.raw.close()  # its connections, not left to the garbage collector
 
 
 @pytest.fixture
