@@ -43,7 +43,19 @@ logger = logging.getLogger(__name__)
 Assertion = Union["TokenSource", Callable[[], str]]
 
 
-class RefreshTokenGrant(Record):
+class _ClientGrant(Record):
+    """A grant that calls one :class:`OAuthClient`; the gate reads its ``deadline``."""
+
+    __slots__ = ()
+    client: OAuthClient
+
+    @property
+    def deadline(self) -> float:
+        """The client's deadline for one token-endpoint call (seconds)."""
+        return self.client.deadline
+
+
+class RefreshTokenGrant(_ClientGrant):
     """Spend the stored refresh token (RFC 6749 §6).
 
     :param client: The token-endpoint client.
@@ -60,11 +72,6 @@ class RefreshTokenGrant(Record):
         self.client = client
         self.scope = scope
 
-    @property
-    def deadline(self) -> float:
-        """The client's deadline for one token-endpoint call (seconds)."""
-        return self.client.deadline
-
     def __call__(self, stale: Token | None) -> Token:
         if stale is None or not stale.refresh_token:
             raise NotLoggedIn(
@@ -75,7 +82,7 @@ class RefreshTokenGrant(Record):
         return token.with_refresh_token_of(stale)
 
 
-class ClientCredentialsGrant(Record):
+class ClientCredentialsGrant(_ClientGrant):
     """Ask for a token with the client's own credentials (RFC 6749 §4.4).
 
     There is no refresh token: "refresh" means asking again.
@@ -100,11 +107,6 @@ class ClientCredentialsGrant(Record):
         self.scope = scope
         self.audience = audience
         self.resource = resource
-
-    @property
-    def deadline(self) -> float:
-        """The client's deadline for one token-endpoint call (seconds)."""
-        return self.client.deadline
 
     def __call__(self, stale: Token | None) -> Token:
         form = client_credentials_form(
@@ -183,7 +185,7 @@ def _request_with_parents(
         ) from None
 
 
-class JWTBearerGrant(Record):
+class JWTBearerGrant(_ClientGrant):
     """Trade a JWT assertion for a token (RFC 7523 §2.1).
 
     The assertion comes from ``assertion``: a parent :class:`TokenSource`,
@@ -228,11 +230,6 @@ class JWTBearerGrant(Record):
         self.audience = audience
         self.resource = resource
 
-    @property
-    def deadline(self) -> float:
-        """The client's deadline for one token-endpoint call (seconds)."""
-        return self.client.deadline
-
     def __call__(self, stale: Token | None) -> Token:
         form = jwt_bearer_form(scope=self.scope, audience=self.audience, resource=self.resource)
         return _request_with_parents(
@@ -240,7 +237,7 @@ class JWTBearerGrant(Record):
         )
 
 
-class TokenExchangeGrant(Record):
+class TokenExchangeGrant(_ClientGrant):
     """Exchange a subject token for another token (RFC 8693 §2.1).
 
     The subject token comes from ``subject``: a parent :class:`TokenSource`,
@@ -318,11 +315,6 @@ class TokenExchangeGrant(Record):
         self.scope = scope
         self.actor = actor
         self.actor_token_type = actor_token_type
-
-    @property
-    def deadline(self) -> float:
-        """The client's deadline for one token-endpoint call (seconds)."""
-        return self.client.deadline
 
     def __call__(self, stale: Token | None) -> Token:
         parents: dict[str, tuple[Assertion, str]] = {"subject_token": (self.subject, "subject")}

@@ -79,6 +79,17 @@ class TransportOptions(TypedDict, total=False):
 _OPTION_NAMES: Final = frozenset(TransportOptions.__optional_keys__)
 
 
+def warn_unreplayable(key: str, method: str | None, status: int) -> None:
+    """Say that a stale answer to an unreplayable body was returned, not resent (every shell)."""
+    logger.warning(
+        "%s: %s answered %s and the body cannot be replayed; refreshed the token "
+        "and returned the response",
+        key,
+        method,
+        status,
+    )
+
+
 def _status_codes(refresh_on: int | Iterable[int]) -> frozenset[int]:
     try:
         codes = (refresh_on,) if isinstance(refresh_on, int) else tuple(refresh_on)

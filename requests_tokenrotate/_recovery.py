@@ -20,6 +20,7 @@ from requests.cookies import extract_cookies_to_jar
 from requests.exceptions import RequestException
 
 from ._body import rewind
+from ._policy import warn_unreplayable
 from ._token import fingerprint
 from .exceptions import TokenRotateError
 
@@ -142,13 +143,7 @@ def recover(
     key = policy.source.key
     request = response.request
     if not replayable:
-        logger.warning(
-            "%s: %s answered %s and the body cannot be replayed; refreshed the token "
-            "and returned the response",
-            key,
-            request.method,
-            response.status_code,
-        )
+        warn_unreplayable(key, request.method, response.status_code)
         _refresh_after(policy, response, sent)
         return response
     release(response)

@@ -42,6 +42,7 @@ from ._policy import (
     DEFAULT_REFRESH_ON,
     DEFAULT_SCHEME,
     BearerPolicy,
+    warn_unreplayable,
 )
 from ._token import fingerprint
 from .exceptions import InvalidConfiguration, TokenRotateError
@@ -327,13 +328,7 @@ class TokenRotateAuth(httpx.Auth):
         policy = self._policy
         key = policy.source.key
         if not replayable:
-            logger.warning(
-                "%s: %s answered %s and the body cannot be replayed; refreshed the token "
-                "and returned the response",
-                key,
-                request.method,
-                response.status_code,
-            )
+            warn_unreplayable(key, request.method, response.status_code)
             return False
         try:
             request.headers[policy.header] = policy.header_value(new)
