@@ -231,8 +231,11 @@ def stub_session(
 ) -> requests.Session:
     """A client of ``kind`` whose requests under :data:`STUB_PREFIX` never reach a socket."""
     if kind == OURS:
+        import requests_tokenrotate as rt
+
         session = requests.Session()
-        session.mount(STUB_PREFIX, stub_rotate_adapter(source))
+        rt.mount(session, STUB_PREFIX, source)  # as users write it; then the same adapter
+        session.mount(STUB_PREFIX, stub_rotate_adapter(source))  # without its socket
         return _no_environment(session)
     if kind == OURS_AUTH:
         import requests_tokenrotate as rt

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from ._adapter import AdapterOptions, TokenRotateAdapter, mount
+from ._adapter import AdapterOptions, MountedAuth, TokenRotateAdapter, mount
 from ._auth import TokenRotateAuth
 from ._browser import login_browser
 from ._endpoint import OAuthClient
@@ -69,6 +69,7 @@ __all__ = [
     "LockTimeout",
     "LoginError",
     "MemoryTokenStore",
+    "MountedAuth",
     "NotLoggedIn",
     "OAuthClient",
     "PostgresTokenStore",

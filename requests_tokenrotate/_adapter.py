@@ -7,24 +7,30 @@ A shell: it does the sending and asks :class:`BearerPolicy` (decisions) and
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, ClassVar
+import weakref
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from requests.adapters import DEFAULT_POOLBLOCK, DEFAULT_POOLSIZE, DEFAULT_RETRIES, HTTPAdapter
+from requests.auth import AuthBase, HTTPBasicAuth
 from requests.models import PreparedRequest
+from requests.utils import get_auth_from_url, get_netrc_auth
 
 from . import _recovery
-from ._body import IN_MEMORY, is_replayable
 from ._policy import BearerPolicy, TransportOptions
+from ._urls import show_origin
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from requests import Response, Session
     from typing_extensions import Unpack
     from urllib3.util.retry import Retry
 
     from ._source import TokenSource
+    from ._token import Token
 
-__all__ = ["AdapterOptions", "TokenRotateAdapter", "mount"]
+__all__ = ["AdapterOptions", "MountedAuth", "TokenRotateAdapter", "mount"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,10 +65,10 @@ class TokenRotateAdapter(HTTPAdapter):
 
     A request that already carries the token header with a value this
     adapter did not set (the caller's ``headers=``, another ``auth=``, a
-    netrc entry) is sent as it is, and its 401 is not refreshed: the caller's
-    credential wins. A server that rejects even a token a refresh has just
-    obtained spends at most one more refresh per ``cooldown``, not one per
-    request.
+    netrc entry on a session without :class:`MountedAuth`) is sent as it is,
+    and its 401 is not refreshed: the caller's credential wins. A server that
+    rejects even a token a refresh has just obtained spends at most one more
+    refresh per ``cooldown``, not one per request.
 
     Errors from the source (``NotLoggedIn``, ``TokenInvalidated``,
     ``RefreshError``, ``LockTimeout``) propagate as they are; they are
@@ -140,24 +146,33 @@ class TokenRotateAdapter(HTTPAdapter):
         """Send ``request`` with the token if its origin is allowed; see the class docs."""
         policy = self._policy
         url = request.url or ""
-        if not policy.is_allowed(url):
-            _recovery.strip(policy, request)  # a same-session hop may have copied it
-            return super().send(
-                request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
-            )
-        if policy.has_callers_header(request.headers):
-            # The caller's own credential: sent as it is, never refreshed.
-            return super().send(
-                request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
-            )
-        body = request.body
-        replayable = body is None or isinstance(body, IN_MEMORY) or is_replayable(request)
-        sent = _recovery.attach(policy, request, replayable)
+        store = getattr(request.headers, "_store", None)
+        if request.body is None and store is not None and policy.header_key not in store:
+            plan = policy.warm  # the last token sent and its header value
+            if plan is not None and policy.allowed_urls.get(url) and policy.peek() is plan[0]:
+                store[policy.header_key] = (policy.header, plan[1])
+                response = super().send(
+                    request, stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
+                )
+                if response.status_code not in policy.watched:
+                    return response
+                return self._after(response, plan[0], True, stream, timeout, verify, cert, proxies)
+        sent, replayable, current = _recovery.attach(policy, request)
+        if sent is None and current is not None and policy.is_issued(current):
+            _recovery.strip(policy, request)  # another origin: a same-session hop copied ours
         response = super().send(
             request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
         )
-        if response.status_code not in policy.watched:
-            return response  # the hot path ends here
+        if sent is None or response.status_code not in policy.watched:
+            return response  # not ours (another origin, the caller's credential), or fine
+        return self._after(response, sent, replayable, stream, timeout, verify, cert, proxies)
+
+    def _after(self, response: Response, sent: Token, replayable: bool, stream: bool,
+               timeout: float | tuple[float | None, float | None] | None, verify: bool | str,
+               cert: str | tuple[str, str] | None, proxies: dict[str, str] | None,
+    ) -> Response:  # fmt: skip
+        """Look at an answer whose status is watched: refresh and resend, or strip."""
+        policy = self._policy
         if not _recovery.is_stale(policy, response, sent):
             if response.is_redirect:
                 _recovery.forget_on_redirect(policy, response, sent)
@@ -183,6 +198,14 @@ def mount(
 
         rt.mount(session, "https://api.example.com/", source)
 
+    A session without ``auth`` also gets one that marks the mounted origins as
+    authenticated by the adapter, as ``auth=`` would: requests then skips its
+    own credential lookup for them (the URL's user info, and ``~/.netrc`` when
+    ``trust_env``), a few µs per request, and a netrc entry for the API host no
+    longer replaces the token. Every other URL is treated as before: netrc,
+    then the URL's user info. A session whose ``auth`` is already set keeps it
+    (and that auth's header, being the caller's, wins on the mounted origins).
+
     :param options: Passed to :class:`TokenRotateAdapter` (``refresh_on``,
         ``header``, ``max_retries``, ...); checked by type checkers
         (:class:`AdapterOptions`).
@@ -192,6 +215,7 @@ def mount(
     options.setdefault("origins", prefix)
     adapter = TokenRotateAdapter(source, **options)
     session.mount(prefix, adapter)
+    MountedAuth.install(session, adapter)
     if not prefix.isascii():
         # Session.get_adapter compares strings, and requests sends the host
         # IDNA-encoded: mount that spelling too, or nothing would route here.
@@ -202,3 +226,68 @@ def mount(
             encoded = encoded[:-1]
         session.mount(encoded, adapter)
     return adapter
+
+
+class MountedAuth(AuthBase):
+    """``Session.auth`` as :func:`mount` sets it on a session that had none.
+
+    A request to an origin of a mounted :class:`TokenRotateAdapter` is left as
+    it is: the adapter attaches the token. Any other request gets what requests
+    gives a session without ``auth`` (``Session.prepare_request`` and
+    ``PreparedRequest.prepare_auth``): the netrc entry for its host when the
+    session trusts the environment, else the user info in its URL, as Basic.
+
+    Why it exists: requests looks for credentials on every request of a
+    session without ``auth`` (it parses the URL for user info and, with
+    ``trust_env``, stats ``~/.netrc``), which costs more than everything the
+    adapter does per request, and a netrc entry for the API host would
+    replace the token. Setting ``session.auth`` to anything else (or None)
+    is fine: the adapter keeps working, with requests' lookups back.
+
+    .. versionadded:: 0.2.0
+    """
+
+    def __init__(self, session: Session) -> None:
+        self._session: Callable[[], Session | None] = weakref.ref(session)
+        self._policies: tuple[BearerPolicy, ...] = ()
+
+    @classmethod
+    def install(cls, session: Session, adapter: TokenRotateAdapter) -> None:
+        """Make ``adapter``'s origins ours on ``session``, if its ``auth`` is None or ours."""
+        auth = session.auth
+        if auth is None:
+            auth = session.auth = cls(session)
+        elif not isinstance(auth, cls) or auth._session() is not session:
+            return  # the caller's own auth: left alone
+        auth._policies = (*auth._policies, adapter._policy)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A pickled session comes back without this link; its trust_env is then
+        # taken to be requests' default (True).
+        return {"policies": self._policies}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._session = _no_session
+        self._policies = state["policies"]
+
+    def __repr__(self) -> str:
+        origins = sorted({show_origin(o) for policy in self._policies for o in policy.origins})
+        return f"<requests_tokenrotate.MountedAuth origins={origins}>"
+
+    def __call__(self, r: PreparedRequest) -> PreparedRequest:
+        url = r.url or ""
+        for policy in self._policies:
+            if policy.allowed_urls.get(url) or policy.is_allowed(url):
+                return r  # the adapter's
+        session = self._session()
+        credentials = get_netrc_auth(url) if session is None or session.trust_env else None
+        if not credentials:
+            from_url = get_auth_from_url(url)
+            credentials = from_url if any(from_url) else None
+        if credentials:
+            return HTTPBasicAuth(*credentials)(r)
+        return r
+
+
+def _no_session() -> None:
+    return None

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from requests.auth import AuthBase
 
 from . import _recovery
-from ._body import IN_MEMORY, is_replayable
+from ._body import is_replayable
 from ._policy import BearerPolicy, TransportOptions
 
 if TYPE_CHECKING:
@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from ._source import TokenSource
-    from ._token import Token
 
 __all__ = ["TokenRotateAuth"]
 
@@ -47,7 +46,8 @@ class TokenRotateAuth(AuthBase):
     it is and never refreshed.
 
     Thread-safe: the per-request state (the token sent, one retry at most)
-    lives in the hook registered on each prepared request, not on this object.
+    lives in each prepared request (its header and its hook list), not on
+    this object.
 
     :param source: The :class:`TokenSource` that owns the token.
     :param origins: URLs whose origins get the token (required; see above).
@@ -78,45 +78,41 @@ class TokenRotateAuth(AuthBase):
     def __call__(self, r: PreparedRequest) -> PreparedRequest:
         policy = self._policy
         url = r.url or ""
-        if not policy.is_allowed(url) or policy.has_callers_header(r.headers):
+        store = getattr(r.headers, "_store", None)
+        if r.body is None and store is not None and policy.header_key not in store:
+            plan = policy.warm  # the warm path: no body, no header, a fresh token
+            if plan is not None and policy.allowed_urls.get(url) and policy.peek() is plan[0]:
+                store[policy.header_key] = (policy.header, plan[1])
+                # register_hook without its isinstance(hook, Callable) check
+                r.hooks["response"].append(self._on_response)
+                return r
+        if _recovery.attach(policy, r)[0] is None:
             return r  # another origin, or the caller's own credential: left as it is
-        body = r.body
-        replayable = body is None or isinstance(body, IN_MEMORY) or is_replayable(r)
-        sent = _recovery.attach(policy, r, replayable)
-        # register_hook, without its isinstance(hook, Callable) check on every request;
-        # a bound method is called faster than an instance's __call__.
-        r.hooks["response"].append(_Exchange(policy, sent).on_response)
+        r.hooks["response"].append(self._on_response)
         return r
 
-
-class _Exchange:
-    """The response hook of one request: what was sent, and one retry at most."""
-
-    __slots__ = ("policy", "retried", "sent")
-
-    def __init__(self, policy: BearerPolicy, sent: Token) -> None:
-        self.policy = policy
-        self.sent = sent
-        self.retried = False
-
-    def on_response(self, response: Response, **kwargs: Any) -> Response:
-        policy = self.policy
+    # The per-request state is the request itself: the token sent is the one
+    # whose header value it carries (BearerPolicy.sent_with), and after the one
+    # retry this hook is swapped for _after_retry in the request's hook list,
+    # which requests shares with every redirect hop copied from it.
+    def _on_response(self, response: Response, **kwargs: Any) -> Response:
+        policy = self._policy
         if response.status_code not in policy.watched:
             return response
         request = response.request
         if request is None:
             return response
-        sent = self.sent
-        if (
-            self.retried
-            or not policy.is_allowed(request.url or "")
-            or not _recovery.carries(policy, request, sent)
-            or not _recovery.is_stale(policy, response, sent)
+        sent = policy.sent_with(request.headers.get(policy.header))
+        if sent is None:
+            return response  # not our token (the caller's, or none)
+        if not policy.is_allowed(request.url or "") or not _recovery.is_stale(
+            policy, response, sent
         ):
             if response.is_redirect:
                 _recovery.forget_on_redirect(policy, response, sent)
             return response
-        self.retried = True
+        hooks = request.hooks["response"]
+        hooks[hooks.index(self._on_response)] = self._after_retry
         connection = response.connection
 
         def send_again(prepared: PreparedRequest) -> Response:
@@ -126,3 +122,12 @@ class _Exchange:
         return _recovery.recover(
             policy, response, sent, replayable=is_replayable(request), send=send_again
         )
+
+    def _after_retry(self, response: Response, **kwargs: Any) -> Response:
+        """The hook once the retry is spent: redirects are still watched for foreign origins."""
+        request = response.request
+        if response.is_redirect and request is not None:
+            sent = self._policy.sent_with(request.headers.get(self._policy.header))
+            if sent is not None:
+                _recovery.forget_on_redirect(self._policy, response, sent)
+        return response

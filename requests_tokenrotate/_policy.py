@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypedDict
 
 from ._challenges import bearer_error, is_token
@@ -90,6 +90,10 @@ def warn_unreplayable(key: str, method: str | None, status: int) -> None:
     )
 
 
+def _no_peek() -> None:
+    return None
+
+
 def _status_codes(refresh_on: int | Iterable[int]) -> frozenset[int]:
     try:
         codes = (refresh_on,) if isinstance(refresh_on, int) else tuple(refresh_on)
@@ -135,6 +139,9 @@ class BearerPolicy:
         if isinstance(cooldown, bool) or not isinstance(cooldown, int | float) or cooldown < 0:
             raise InvalidConfiguration("cooldown must be seconds >= 0")
         self.source = source
+        #: :meth:`TokenSource.peek`, for the shells' warm path; a source without
+        #: one always takes the full path (:meth:`outgoing`).
+        self.peek: Callable[[], Token | None] = getattr(source, "peek", None) or _no_peek
         self.origins = parse_origins(origins)
         self.refresh_on = _status_codes(options.get("refresh_on", DEFAULT_REFRESH_ON))
         self.policy = RefreshPolicy.coerce(options.get("refresh_margin"))
@@ -160,10 +167,15 @@ class BearerPolicy:
         self._prefix = f"{self.scheme} " if self.scheme else ""
         #: ``header`` in lower case: the key of requests' CaseInsensitiveDict.
         self.header_key = self.header.lower()
-        self._cached: tuple[Token, str] | None = None  # the last token and its header value
-        self._issued: dict[str, None] = {}  # recent header values of ours, oldest first
+        #: The shells' warm path reads these two without a call (each call costs
+        #: more than the check, see docs/design-notes.rst): the last token whose
+        #: header value was computed, with that value; and the verdicts of
+        #: :meth:`is_allowed` by whole URL. Both are replaced, never mutated in place
+        #: except for adding a verdict.
+        self.warm: tuple[Token, str] | None = None
+        self._issued: dict[str | bytes, Token] = {}  # our recent header values, oldest first
         self._verdicts: dict[str, bool] = {}  # "scheme://netloc" -> allowed
-        self._by_url: dict[str, bool] = {}  # whole URL -> allowed
+        self.allowed_urls: dict[str, bool] = {}
         self._forbidden_at = float("-inf")  # when a bare 403 last spent a refresh
         # The token a reactive refresh just obtained that the server rejected
         # at once, and when: another refresh on it waits for the cooldown.
@@ -183,7 +195,7 @@ class BearerPolicy:
     # -- origins -----------------------------------------------------------------
     def is_allowed(self, url: str) -> bool:
         """True if ``url``'s parsed origin is configured (never by string prefix)."""
-        verdict = self._by_url.get(url)  # the hot path: a URL seen before
+        verdict = self.allowed_urls.get(url)  # the hot path: a URL seen before
         if verdict is not None:
             return verdict
         # The verdict depends on scheme and netloc only, and "scheme://netloc" ends
@@ -197,15 +209,15 @@ class BearerPolicy:
             if len(self._verdicts) >= _MAX_VERDICTS:
                 self._verdicts = {}
             self._verdicts[key] = verdict
-        if len(self._by_url) >= _MAX_VERDICTS:
-            self._by_url = {}
-        self._by_url[url] = verdict
+        if len(self.allowed_urls) >= _MAX_VERDICTS:
+            self.allowed_urls = {}
+        self.allowed_urls[url] = verdict
         return verdict
 
     def has_callers_header(self, headers: Mapping[str, str | bytes]) -> bool:
         """True if ``headers`` hold our token header with a value the caller set.
 
-        A caller's own credential (``headers=``, another ``auth=``, netrc) is
+        A caller's own credential (``headers=``, another ``auth=``) is
         sent as it is and never refreshed; only a value this policy attached
         (which a redirect hop or a retry copies) is ours to replace.
         """
@@ -223,6 +235,10 @@ class BearerPolicy:
         """True if ``value`` is a header value this policy attached recently."""
         return value in self._issued
 
+    def sent_with(self, value: str | bytes | None) -> Token | None:
+        """The token whose header value ``value`` is, if this policy attached it recently."""
+        return None if value is None else self._issued.get(value)
+
     # -- the header --------------------------------------------------------------
     def header_value(self, token: Token) -> str:
         """``"<scheme> <access token>"`` (or the bare token), checked once per token.
@@ -230,7 +246,7 @@ class BearerPolicy:
         :raises InvalidConfiguration: The token holds characters that cannot go
             in a header (CR, LF, NUL, other controls, spaces, non-Latin-1).
         """
-        cached = self._cached
+        cached = self.warm
         if cached is not None and cached[0] is token:
             return cached[1]
         access = token.access_token
@@ -247,10 +263,10 @@ class BearerPolicy:
         issued = self._issued
         if len(issued) >= _MAX_ISSUED:
             # Keep the newest half: a redirect hop may still carry a recent one.
-            issued = dict.fromkeys(list(issued)[_MAX_ISSUED // 2 :])
-        issued[value] = None
+            issued = dict(list(issued.items())[_MAX_ISSUED // 2 :])
+        issued[value] = token
         self._issued = issued
-        self._cached = (token, value)
+        self.warm = (token, value)
         return value
 
     # -- steps 1-3: before the send ----------------------------------------------
@@ -273,7 +289,33 @@ class BearerPolicy:
         token = self.source.token()
         if not replayable and self.needs_early_refresh(token, replayable):
             token = self._refresh_early(token)
-        cached = self._cached
+        cached = self.warm
+        if cached is not None and cached[0] is token:
+            return cached
+        return token, self.header_value(token)
+
+    def outgoing(
+        self, url: str, current: str | bytes | None, replayable: bool
+    ) -> tuple[Token, str] | None:
+        """What to send to ``url``, whose token header now holds ``current``; may block.
+
+        The shells' hot path, in one call: None if the origin is not allowed
+        (the shell then strips ``current`` if :meth:`is_issued`), or if
+        ``current`` is the caller's own value (sent as it is); else the token
+        and its header value, as :meth:`header_for`.
+
+        :raises TokenRotateError: From the source, as they are.
+        :raises InvalidConfiguration: The token cannot go in a header.
+        """
+        allowed = self.allowed_urls.get(url)
+        if not (self.is_allowed(url) if allowed is None else allowed):
+            return None
+        if current is not None and current not in self._issued:
+            return None  # the caller's own credential
+        token = self.source.token()
+        if not replayable and self.needs_early_refresh(token, replayable):
+            token = self._refresh_early(token)
+        cached = self.warm
         if cached is not None and cached[0] is token:
             return cached
         return token, self.header_value(token)

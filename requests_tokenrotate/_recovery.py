@@ -19,7 +19,7 @@ from urllib.parse import urljoin
 from requests.cookies import extract_cookies_to_jar
 from requests.exceptions import RequestException
 
-from ._body import rewind
+from ._body import IN_MEMORY, is_replayable, rewind
 from ._policy import warn_unreplayable
 from ._token import fingerprint
 from .exceptions import TokenRotateError
@@ -32,7 +32,14 @@ if TYPE_CHECKING:
     from ._policy import BearerPolicy
     from ._token import Token
 
-__all__ = ["attach", "carries", "forget_on_redirect", "is_stale", "recover", "release", "strip"]
+__all__ = [
+    "attach",
+    "forget_on_redirect",
+    "is_stale",
+    "recover",
+    "release",
+    "strip",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -71,30 +78,38 @@ def release(response: Response, limit: int = DEFAULT_DRAIN_LIMIT) -> None:
         response.close()
 
 
-def attach(policy: BearerPolicy, request: PreparedRequest, replayable: bool) -> Token:
-    """Put a usable token on ``request`` (already checked for its origin).
+def attach(
+    policy: BearerPolicy, request: PreparedRequest
+) -> tuple[Token | None, bool, str | bytes | None]:
+    """The full path before a send (:meth:`BearerPolicy.outgoing`); may block.
 
-    :raises TokenRotateError: From the source (``NotLoggedIn``,
-        ``TokenInvalidated``, ...), as they are, with ``request`` set.
+    :returns: The token put on ``request`` (None: nothing was, the request
+        goes as it is), whether its body can be replayed, and the value our
+        header held before.
+    :raises TokenRotateError: From the source, as they are, with ``request`` set.
     """
+    body = request.body
+    replayable = body is None or isinstance(body, IN_MEMORY) or is_replayable(request)
+    headers = request.headers
+    store: dict[str, tuple[str, str | bytes]] | None = getattr(headers, "_store", None)
+    if store is not None:
+        item = store.get(policy.header_key)
+        current = None if item is None else item[1]
+    else:
+        current = headers.get(policy.header)
     try:
-        token, value = policy.header_for(replayable)
+        plan = policy.outgoing(request.url or "", current, replayable)
     except TokenRotateError as exc:
         if exc.request is None:
             exc.request = request
         raise
-    headers = request.headers
-    store = getattr(headers, "_store", None)
+    if plan is None:
+        return None, replayable, current
     if store is not None:  # CaseInsensitiveDict.__setitem__, without its call
-        store[policy.header_key] = (policy.header, value)
+        store[policy.header_key] = (policy.header, plan[1])
     else:
-        headers[policy.header] = value
-    return token
-
-
-def carries(policy: BearerPolicy, request: PreparedRequest, token: Token) -> bool:
-    """True if ``request`` holds our header for ``token``."""
-    return request.headers.get(policy.header) == policy.header_value(token)
+        headers[policy.header] = plan[1]
+    return plan[0], replayable, current
 
 
 def strip(policy: BearerPolicy, request: PreparedRequest, token: Token | None = None) -> None:

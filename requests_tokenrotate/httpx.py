@@ -60,6 +60,21 @@ _FlightKey = tuple[str, int]
 _MAX_VERDICTS: Final = 512
 
 
+def _has_layout() -> tuple[bool, bool]:
+    """Whether this httpx keeps a parsed URL as (scheme, userinfo, host, port, ...) in
+    ``URL._uri_reference``, and headers as (raw key, lower-case key, value) in
+    ``Headers._list``, as 0.27 and 0.28 do; the warm path reads them only then."""
+    reference = getattr(httpx.URL("https://h:1/"), "_uri_reference", None)
+    fields = getattr(reference, "_fields", ())
+    items = getattr(httpx.Headers({"A": "b"}), "_list", None)
+    return tuple(fields[:4]) == ("scheme", "userinfo", "host", "port"), items == [
+        (b"A", b"a", b"b")
+    ]
+
+
+_URL_LAYOUT, _HEADERS_LAYOUT = _has_layout()
+
+
 class TokenRotateAuth(httpx.Auth):
     """An :class:`httpx.Auth` that sends ``source``'s token, for sync and async clients::
 
@@ -133,7 +148,10 @@ class TokenRotateAuth(httpx.Auth):
             scheme=scheme,
             cooldown=cooldown,
         )
-        self._verdicts: dict[tuple[str, bytes, int | None], bool] = {}
+        self._verdicts: dict[tuple[str, bytes | str, int | None], bool] = {}
+        self._header_raw = header.encode("ascii")
+        self._header_lower = self._header_raw.lower()
+        self._encoded: tuple[str, tuple[bytes, bytes, bytes]] | None = None
         # Per event loop: the refreshes in flight, by what they replace.
         self._flights: anyio.lowlevel.RunVar[dict[_FlightKey, _Flight]] = anyio.lowlevel.RunVar(
             f"tokenrotate-flights-{id(self):x}"
@@ -150,17 +168,19 @@ class TokenRotateAuth(httpx.Auth):
     # -- the sync flow ---------------------------------------------------------------
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
         policy = self._policy
-        if not self._is_allowed(request.url) or policy.has_callers_header(request.headers):
+        sent = self._attach_warm(request)
+        replayable = True if sent is not None else self._replayable_if_ours(request)
+        if replayable is None:
             yield request  # another origin, or the caller's own credential: as it is
             return
-        replayable = isinstance(request.stream, httpx.ByteStream)
-        try:
-            sent, value = policy.header_for(replayable)
-            request.headers[policy.header] = value
-        except TokenRotateError as exc:
-            raise_for_httpx(exc, request)
+        if sent is None:
+            try:
+                sent, value = policy.header_for(replayable)
+                request.headers[policy.header] = value
+            except TokenRotateError as exc:
+                raise_for_httpx(exc, request)
         response = yield request
-        if not self._is_stale(response, sent):
+        if response.status_code not in policy.watched or not self._is_stale(response, sent):
             return
         try:
             new = policy.source.refresh(sent)
@@ -175,21 +195,23 @@ class TokenRotateAuth(httpx.Auth):
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
         policy = self._policy
-        if not self._is_allowed(request.url) or policy.has_callers_header(request.headers):
+        sent = self._attach_warm(request)
+        replayable = True if sent is not None else self._replayable_if_ours(request)
+        if replayable is None:
             yield request  # another origin, or the caller's own credential: as it is
             return
-        replayable = isinstance(request.stream, httpx.ByteStream)
-        try:
-            sent = policy.source.peek()  # the hot path: no thread, no lock
-            if sent is None or policy.needs_early_refresh(sent, replayable):
-                sent = await self._off_loop(
-                    ("attach", int(replayable)), None, policy.fresh_token, replayable
-                )
-            request.headers[policy.header] = policy.header_value(sent)
-        except TokenRotateError as exc:
-            raise_for_httpx(exc, request)
+        if sent is None:
+            try:
+                sent = policy.source.peek()  # no thread, no lock
+                if sent is None or policy.needs_early_refresh(sent, replayable):
+                    sent = await self._off_loop(
+                        ("attach", int(replayable)), None, policy.fresh_token, replayable
+                    )
+                request.headers[policy.header] = policy.header_value(sent)
+            except TokenRotateError as exc:
+                raise_for_httpx(exc, request)
         response = yield request
-        if not self._is_stale(response, sent):
+        if response.status_code not in policy.watched or not self._is_stale(response, sent):
             return
         try:
             new = await self._off_loop(("refresh", id(sent)), sent, policy.source.refresh, sent)
@@ -198,6 +220,39 @@ class TokenRotateAuth(httpx.Auth):
         if self._resend(request, response, sent, new, replayable):
             retry = yield request
             self._after_retry(retry, new)
+
+    def _replayable_if_ours(self, request: httpx.Request) -> bool | None:
+        """None if ``request`` goes to another origin or carries the caller's own header;
+        else whether its body can be sent again (bytes, not a stream)."""
+        if not self._is_allowed(request.url) or self._policy.has_callers_header(request.headers):
+            return None
+        return isinstance(request.stream, httpx.ByteStream)
+
+    def _attach_warm(self, request: httpx.Request) -> Token | None:
+        """The warm path of both flows, without a thread or a lock: the token sent, if the
+        origin is one seen before and allowed, the body is bytes, the request has no
+        header of ours, and the source's token in memory is fresh; else None."""
+        policy = self._policy
+        plan = policy.warm
+        if plan is None or request.stream.__class__ is not httpx.ByteStream:
+            return None
+        if not (_URL_LAYOUT and _HEADERS_LAYOUT):
+            return None
+        ref = request.url._uri_reference  # the parsed URL, without three property calls
+        if not self._verdicts.get((ref[0], ref[2], ref[3])) or policy.peek() is not plan[0]:
+            return None
+        items = request.headers._list  # (raw key, lower-case key, value)
+        lower = self._header_lower
+        for item in items:
+            if item[1] == lower:
+                return None
+        encoded = self._encoded
+        if encoded is None or encoded[0] is not plan[1]:
+            if not plan[1].isascii():
+                return None  # httpx's own encoding rules then apply
+            encoded = self._encoded = (plan[1], (self._header_raw, lower, plan[1].encode("ascii")))
+        items.append(encoded[1])
+        return plan[0]
 
     async def _off_loop(
         self, key: _FlightKey, subject: object, call: Callable[..., Token], *args: object
@@ -274,7 +329,11 @@ class TokenRotateAuth(httpx.Auth):
     # -- decisions shared by both flows --------------------------------------------------
     def _is_allowed(self, url: httpx.URL) -> bool:
         """:meth:`BearerPolicy.is_allowed`, cached by the URL's parsed scheme, host and port."""
-        key = (url.scheme, url.raw_host, url.port)  # cheaper than str(url)
+        if _URL_LAYOUT:
+            ref = url._uri_reference
+            key: tuple[str, str | bytes, int | None] = (ref[0], ref[2], ref[3])
+        else:
+            key = (url.scheme, url.raw_host, url.port)
         verdict = self._verdicts.get(key)
         if verdict is None:
             verdict = self._policy.is_allowed(str(url))

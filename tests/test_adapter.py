@@ -261,3 +261,81 @@ def test_adapter_with_a_real_source_pickles(tmp_path):
         assert clone.source.token().access_token == "a"
         clone.source.logout()
         assert clone.source.store.keys() == []
+
+
+# -- the session auth that mount() installs ------------------------------------------
+@pytest.fixture
+def netrc(tmp_path, monkeypatch):
+    """A real netrc file (NETRC) with entries for 127.0.0.1, api.example.com and other.example."""
+    path = tmp_path / "netrc"
+    path.write_text(
+        "machine 127.0.0.1 login netrc-user password netrc-pass\n"
+        "machine api.example.com login netrc-user password netrc-pass\n"
+        "machine other.example login other-user password other-pass\n"
+    )
+    path.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(path))
+    return path
+
+
+def test_a_netrc_entry_for_the_mounted_host_does_not_replace_the_token(idp, netrc):
+    """With a netrc entry for the API host, the mounted origin still gets the bearer token
+    (requests would otherwise send the netrc Basic credentials, and the IdP answer 401)."""
+    source = rt.TokenSource(rt.RefreshTokenGrant(rt.OAuthClient(token_url=idp.token_url,
+                            client_id="cli")), rt.MemoryTokenStore(), "k")  # fmt: skip
+    source.login(idp.issue_tokens())
+    with requests.Session() as session:
+        rt.mount(session, idp.url + "/", source)
+        assert isinstance(session.auth, rt.MountedAuth)
+        response = session.get(idp.resource_url)
+    assert response.status_code == 200
+    assert response.request.headers["Authorization"] == "Bearer " + source.token().access_token
+
+
+def test_other_hosts_keep_netrc_and_url_credentials(session, source, mocked, netrc):
+    """Outside the mounted origins the session behaves as without auth: netrc first (when
+    trust_env), then the URL's user info, as Basic; nothing at all when neither applies."""
+    rt.mount(session, f"{API}/", source)
+    session.get("https://other.example/a")
+    session.get("https://u%40x:p%3Aw@third.example/b")
+    session.get("https://third.example/c")
+    session.trust_env = False
+    session.get("https://other.example/d")
+    sent = [call.request.headers.get("Authorization") for call in mocked.calls]
+    assert sent[0] == requests.auth._basic_auth_str("other-user", "other-pass")
+    assert sent[1] == requests.auth._basic_auth_str("u@x", "p:w")
+    assert sent[2] is None
+    assert sent[3] is None
+
+
+def test_mount_keeps_a_session_auth_the_caller_set(session, source, mocked):
+    """A session whose auth is already set keeps it; its header, being the caller's, wins."""
+    session.auth = ("me", "secret")
+    rt.mount(session, f"{API}/", source)
+    assert session.auth == ("me", "secret")
+    session.get(f"{API}/x")
+    assert sent_authorization(mocked) == requests.auth._basic_auth_str("me", "secret")
+
+
+def test_two_mounts_share_one_session_auth(session, source, mocked):
+    """A second mount adds its origins to the auth the first one installed."""
+    rt.mount(session, f"{API}/", source)
+    installed = session.auth
+    rt.mount(session, "https://second.example/", source)
+    assert session.auth is installed
+    assert "https://second.example" in repr(installed)
+    session.get("https://second.example/x")
+    assert sent_authorization(mocked) == "Bearer tok-1"
+
+
+def test_a_mounted_session_pickles_and_still_sends_the_token(mocked):
+    """Session pickling carries the installed auth along with the adapter."""
+    with requests.Session() as session:
+        rt.mount(session, f"{API}/", PicklableSource())
+        clone = pickle.loads(pickle.dumps(session))
+    with clone:
+        assert isinstance(clone.auth, rt.MountedAuth)
+        clone.get(f"{API}/x")
+        clone.get("https://u:p@third.example/")
+    assert sent_authorization(mocked, 0) == "Bearer tok-p"
+    assert sent_authorization(mocked, 1) == requests.auth._basic_auth_str("u", "p")

@@ -26,7 +26,7 @@ def test_origin_verdicts_stay_right_and_bounded_over_many_urls(policy):
         assert not policy.is_allowed(f"https://api.example.com.evil.net/items/{index}")
         assert not policy.is_allowed(f"http://api.example.com/items/{index}")
         assert policy.is_allowed(f"{API}:443/items/{index}?q=1")
-    assert len(policy._by_url) <= _MAX_VERDICTS
+    assert len(policy.allowed_urls) <= _MAX_VERDICTS
     assert len(policy._verdicts) <= _MAX_VERDICTS
 
 

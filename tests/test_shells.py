@@ -237,12 +237,14 @@ def test_a_resource_rejecting_every_token_costs_one_refresh_per_cooldown(
 def test_a_header_the_caller_set_is_sent_as_is_and_never_refreshed(
     shell, clocked_idp, make_source, options, header, value
 ):
-    """headers= on an allowed origin wins over our token, and its 401 spends no refresh."""
-    with ChallengeServer(lambda headers: False) as server:
+    """headers= on an allowed origin wins over our token, and its 401 spends no refresh,
+    also after a request that warmed the shell up."""
+    with ChallengeServer(lambda headers: headers.get(header.lower()) != value) as server:
         client = shell(make_source(clocked_idp), server.url, **options)
+        assert client.request("GET", server.url + "/x").status == 200  # the same URL, warm
         answer = client.request("GET", server.url + "/x", headers={header: value})
         assert (answer.status, answer.history) == (401, [])
-        assert [r["headers"].get(header.lower()) for r in server.requests] == [value]
+        assert [r["headers"].get(header.lower()) for r in server.requests][1:] == [value]
     assert clocked_idp.refresh_calls == 0
 
 
@@ -283,7 +285,8 @@ def test_stream_with_a_fresh_token_is_not_refreshed(shell, clocked_idp, make_sou
 
 # -- origins -----------------------------------------------------------------------------
 def test_look_alikes_and_other_ports_get_no_token(shell, clocked_idp, make_source):
-    """Another port, another host name for the same address, userinfo '@': no token."""
+    """Another port, another host name for the same address, userinfo '@': no token, also
+    after a request that warmed the shell up."""
     idp = clocked_idp
     port = idp.url.rsplit(":", 1)[1]
     # requests turns the userinfo into Basic auth: only a Bearer header is a leak.
@@ -291,6 +294,7 @@ def test_look_alikes_and_other_ports_get_no_token(shell, clocked_idp, make_sourc
     with ChallengeServer(bearer) as elsewhere:
         other = elsewhere.url.rsplit(":", 1)[1]
         client = shell(make_source(idp), idp.url)
+        assert client.request("GET", idp.resource_url).status == 200
         urls = [
             f"{elsewhere.url}/x",
             f"http://localhost:{port}/resource",
@@ -300,7 +304,7 @@ def test_look_alikes_and_other_ports_get_no_token(shell, clocked_idp, make_sourc
         statuses = [client.request("GET", url).status for url in urls]
         assert statuses == [401] * 4
         assert not any(bearer(r["headers"]) for r in elsewhere.requests)
-    assert [r["authorization"] for r in idp.resource_requests] == [False]
+    assert [r["authorization"] for r in idp.resource_requests] == [True, False]
     assert idp.refresh_calls == 0
 
 
@@ -392,3 +396,28 @@ def test_a_second_idp_port_is_another_origin(shell, clocked_idp, make_source):
         assert other.resource_requests[0]["authorization"] is False
         assert client.request("GET", clocked_idp.resource_url).status == 200
     assert clocked_idp.refresh_calls == 0
+
+
+@pytest.mark.parametrize("kind", ["requests-auth", "httpx-sync", "httpx-async"])
+def test_the_one_retry_covers_the_redirects_that_follow_it(kind, clocked_idp, make_source):
+    """The auths keep one retry per call: after it, a same-origin redirect hop answering 401
+    to the new token is returned, not refreshed again. (The adapter sees each hop as its own
+    send, so there a rejected new token is bounded by the cooldown instead.)"""
+    source = make_source(clocked_idp)
+    stale = stale_rejecting(source)
+    with ChallengeServer(
+        lambda headers: headers[":path"] == "/start" and stale(headers),
+        redirects={"/start": "/next"},
+    ) as server:
+        client = Shell(kind, source, server.url)
+        try:
+            answer = client.request("GET", server.url + "/start")
+        finally:
+            client.close()
+        assert answer.status == 401
+        assert [(r["path"], r["status"]) for r in server.requests] == [
+            ("/start", 401),
+            ("/start", 302),
+            ("/next", 401),
+        ]
+    assert clocked_idp.refresh_calls == 1

@@ -33,7 +33,8 @@ class _Server(ThreadingHTTPServer):
 
 
 class ChallengeServer:
-    """Answer 200 when ``accept(headers)`` (lower-cased names), else ``status`` + ``challenge``.
+    """Answer 200 when ``accept(headers)`` (lower-cased names; ``:path`` is the request's
+    path), else ``status`` + ``challenge``.
 
     ``redirects`` maps a path to a ``Location``: an accepted request there gets a 302.
 
@@ -74,7 +75,7 @@ class ChallengeServer:
             def do_GET(self) -> None:
                 headers = {name.lower(): value for name, value in self.headers.items()}
                 body = self._read_body()
-                ok = owner.accept(headers)
+                ok = owner.accept({**headers, ":path": self.path})  # the path, for a verdict
                 location = owner.redirects.get(self.path) if ok else None
                 status = owner.status if not ok else 302 if location else 200
                 with owner._lock:
