@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 from urllib.parse import urlsplit
 
 from requests.adapters import DEFAULT_POOLBLOCK, DEFAULT_POOLSIZE, DEFAULT_RETRIES, HTTPAdapter
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 __all__ = ["AdapterOptions", "MountedAuth", "TokenRotateAdapter", "mount"]
 
 logger = logging.getLogger(__name__)
+
+_MAX_VERDICTS: Final = 512
 
 
 class AdapterOptions(TransportOptions, total=False):
@@ -149,7 +151,13 @@ class TokenRotateAdapter(HTTPAdapter):
         store = getattr(request.headers, "_store", None)
         if request.body is None and store is not None and policy.header_key not in store:
             plan = policy.warm  # the last token sent and its header value
-            if plan is not None and policy.allowed_urls.get(url) and policy.peek() is plan[0]:
+            if (
+                plan is not None
+                # TokenSource.peek() without the call: the same token, still fresh
+                and (fresh := policy.source._fresh)[0] is plan[0]
+                and (fresh[1] is None or fresh[1] > policy.source.clock())
+                and policy.allowed_urls.get(url)
+            ):
                 store[policy.header_key] = (policy.header, plan[1])
                 response = super().send(
                     request, stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
@@ -250,6 +258,7 @@ class MountedAuth(AuthBase):
     def __init__(self, session: Session) -> None:
         self._session: Callable[[], Session | None] = weakref.ref(session)
         self._policies: tuple[BearerPolicy, ...] = ()
+        self._verdicts: dict[str, bool] = {}  # URL -> an adapter's origin
 
     @classmethod
     def install(cls, session: Session, adapter: TokenRotateAdapter) -> None:
@@ -260,6 +269,7 @@ class MountedAuth(AuthBase):
         elif not isinstance(auth, cls) or auth._session() is not session:
             return  # the caller's own auth: left alone
         auth._policies = (*auth._policies, adapter._policy)
+        auth._verdicts = {}
 
     def __getstate__(self) -> dict[str, Any]:
         # A pickled session comes back without this link; its trust_env is then
@@ -269,6 +279,7 @@ class MountedAuth(AuthBase):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._session = _no_session
         self._policies = state["policies"]
+        self._verdicts = {}
 
     def __repr__(self) -> str:
         origins = sorted({show_origin(o) for policy in self._policies for o in policy.origins})
@@ -276,9 +287,14 @@ class MountedAuth(AuthBase):
 
     def __call__(self, r: PreparedRequest) -> PreparedRequest:
         url = r.url or ""
-        for policy in self._policies:
-            if policy.allowed_urls.get(url) or policy.is_allowed(url):
-                return r  # the adapter's
+        ours = self._verdicts.get(url)
+        if ours is None:
+            ours = any(policy.is_allowed(url) for policy in self._policies)
+            if len(self._verdicts) >= _MAX_VERDICTS:
+                self._verdicts = {}
+            self._verdicts[url] = ours
+        if ours:
+            return r  # the adapter's
         session = self._session()
         credentials = get_netrc_auth(url) if session is None or session.trust_env else None
         if not credentials:

@@ -80,8 +80,14 @@ class TokenRotateAuth(AuthBase):
         url = r.url or ""
         store = getattr(r.headers, "_store", None)
         if r.body is None and store is not None and policy.header_key not in store:
-            plan = policy.warm  # the warm path: no body, no header, a fresh token
-            if plan is not None and policy.allowed_urls.get(url) and policy.peek() is plan[0]:
+            plan = policy.warm  # the last token sent and its header value
+            if (
+                plan is not None
+                # TokenSource.peek() without the call: the same token, still fresh
+                and (fresh := policy.source._fresh)[0] is plan[0]
+                and (fresh[1] is None or fresh[1] > policy.source.clock())
+                and policy.allowed_urls.get(url)
+            ):
                 store[policy.header_key] = (policy.header, plan[1])
                 # register_hook without its isinstance(hook, Callable) check
                 r.hooks["response"].append(self._on_response)

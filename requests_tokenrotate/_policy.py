@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypedDict
 
 from ._challenges import bearer_error, is_token
@@ -90,10 +90,6 @@ def warn_unreplayable(key: str, method: str | None, status: int) -> None:
     )
 
 
-def _no_peek() -> None:
-    return None
-
-
 def _status_codes(refresh_on: int | Iterable[int]) -> frozenset[int]:
     try:
         codes = (refresh_on,) if isinstance(refresh_on, int) else tuple(refresh_on)
@@ -139,9 +135,10 @@ class BearerPolicy:
         if isinstance(cooldown, bool) or not isinstance(cooldown, int | float) or cooldown < 0:
             raise InvalidConfiguration("cooldown must be seconds >= 0")
         self.source = source
-        #: :meth:`TokenSource.peek`, for the shells' warm path; a source without
-        #: one always takes the full path (:meth:`outgoing`).
-        self.peek: Callable[[], Token | None] = getattr(source, "peek", None) or _no_peek
+        #: The shells' warm path reads a TokenSource's ``_fresh`` (its token in
+        #: memory and until when it may be sent without asking); any other source
+        #: always takes the full path (:meth:`outgoing`).
+        self._warmable = isinstance(getattr(source, "_fresh", None), tuple)
         self.origins = parse_origins(origins)
         self.refresh_on = _status_codes(options.get("refresh_on", DEFAULT_REFRESH_ON))
         self.policy = RefreshPolicy.coerce(options.get("refresh_margin"))
@@ -169,10 +166,11 @@ class BearerPolicy:
         self.header_key = self.header.lower()
         #: The shells' warm path reads these two without a call (each call costs
         #: more than the check, see docs/design-notes.rst): the last token whose
-        #: header value was computed, with that value; and the verdicts of
-        #: :meth:`is_allowed` by whole URL. Both are replaced, never mutated in place
-        #: except for adding a verdict.
+        #: header value was computed, with that value (None for a source without
+        #: a warm path); and the verdicts of :meth:`is_allowed` by whole URL. Both
+        #: are replaced, never mutated in place except for adding a verdict.
         self.warm: tuple[Token, str] | None = None
+        self._cached: tuple[Token, str] | None = None  # the same, for any source
         self._issued: dict[str | bytes, Token] = {}  # our recent header values, oldest first
         self._verdicts: dict[str, bool] = {}  # "scheme://netloc" -> allowed
         self.allowed_urls: dict[str, bool] = {}
@@ -246,7 +244,7 @@ class BearerPolicy:
         :raises InvalidConfiguration: The token holds characters that cannot go
             in a header (CR, LF, NUL, other controls, spaces, non-Latin-1).
         """
-        cached = self.warm
+        cached = self._cached
         if cached is not None and cached[0] is token:
             return cached[1]
         access = token.access_token
@@ -266,7 +264,9 @@ class BearerPolicy:
             issued = dict(list(issued.items())[_MAX_ISSUED // 2 :])
         issued[value] = token
         self._issued = issued
-        self.warm = (token, value)
+        self._cached = (token, value)
+        if self._warmable:
+            self.warm = self._cached
         return value
 
     # -- steps 1-3: before the send ----------------------------------------------
@@ -289,7 +289,7 @@ class BearerPolicy:
         token = self.source.token()
         if not replayable and self.needs_early_refresh(token, replayable):
             token = self._refresh_early(token)
-        cached = self.warm
+        cached = self._cached
         if cached is not None and cached[0] is token:
             return cached
         return token, self.header_value(token)
@@ -315,7 +315,7 @@ class BearerPolicy:
         token = self.source.token()
         if not replayable and self.needs_early_refresh(token, replayable):
             token = self._refresh_early(token)
-        cached = self.warm
+        cached = self._cached
         if cached is not None and cached[0] is token:
             return cached
         return token, self.header_value(token)

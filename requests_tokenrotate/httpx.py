@@ -239,7 +239,12 @@ class TokenRotateAuth(httpx.Auth):
         if not (_URL_LAYOUT and _HEADERS_LAYOUT):
             return None
         ref = request.url._uri_reference  # the parsed URL, without three property calls
-        if not self._verdicts.get((ref[0], ref[2], ref[3])) or policy.peek() is not plan[0]:
+        fresh = policy.source._fresh  # TokenSource.peek() without the call
+        if (
+            fresh[0] is not plan[0]
+            or (fresh[1] is not None and fresh[1] <= policy.source.clock())
+            or not self._verdicts.get((ref[0], ref[2], ref[3]))
+        ):
             return None
         items = request.headers._list  # (raw key, lower-case key, value)
         lower = self._header_lower
