@@ -108,7 +108,8 @@ class TokenSource:
         self.clock = clock
         self._gate = Gate(store, key, lock_timeout)
         #: The token in memory and the instant it stops being usable (None:
-        #: never), computed once per token so token() only compares.
+        #: never), computed once per token so token() only compares. Replaced,
+        #: never mutated: the shells' warm path reads it without a call.
         self._fresh: tuple[Token | None, float | None] = (None, None)
         self._warned_short = False
         #: After a failed save: (the stored token it replaced, the newest token).

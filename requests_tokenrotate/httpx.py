@@ -15,8 +15,9 @@ our token. httpx copies every header to a redirect hop and strips only
 of the same host), see ``BaseClient._redirect_headers``.
 
 The event loop (async flow) never waits for a refresh, a lock or the store:
-the hot path (:meth:`TokenSource.peek`, a token in memory and fresh) is a
-read and a compare; anything else runs the blocking :class:`TokenSource` in a
+the hot path (a token in memory and fresh: the warm path of
+docs/design-notes.rst, or :meth:`TokenSource.peek`) is a few reads and a
+compare; anything else runs the blocking :class:`TokenSource` in a
 worker thread (``anyio.to_thread``), so its locks are taken and released in
 that one thread. The tasks of one event loop that need the same refresh share
 one worker call (one "flight"); a cancelled waiter just stops waiting.
