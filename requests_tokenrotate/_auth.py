@@ -117,8 +117,9 @@ class TokenRotateAuth(AuthBase):
             if response.is_redirect:
                 _recovery.forget_on_redirect(policy, response, sent)
             return response
-        hooks = request.hooks["response"]
-        hooks[hooks.index(self._on_response)] = self._after_retry
+        hooks = request.hooks.get("response", [])
+        if self._on_response in hooks:  # the caller may have replaced the list
+            hooks[hooks.index(self._on_response)] = self._after_retry
         connection = response.connection
 
         def send_again(prepared: PreparedRequest) -> Response:
