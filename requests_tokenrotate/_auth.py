@@ -101,7 +101,18 @@ class TokenRotateAuth(AuthBase):
     # whose header value it carries (BearerPolicy.sent_with), and after the one
     # retry this hook is swapped for _after_retry in the request's hook list,
     # which requests shares with every redirect hop copied from it.
-    def _on_response(self, response: Response, **kwargs: Any) -> Response:
+    # Session.send's keywords by name (HTTPAdapter.send's), so that requests does
+    # not build a dict of them on every response; anything else goes in extra.
+    def _on_response(
+        self,
+        response: Response,
+        stream: bool = False,
+        timeout: float | tuple[float | None, float | None] | None = None,
+        verify: bool | str = True,
+        cert: str | tuple[str, str] | None = None,
+        proxies: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> Response:
         policy = self._policy
         if response.status_code not in policy.watched:
             return response
@@ -123,7 +134,10 @@ class TokenRotateAuth(AuthBase):
         connection = response.connection
 
         def send_again(prepared: PreparedRequest) -> Response:
-            resent: Response = connection.send(prepared, **kwargs)
+            resent: Response = connection.send(
+                prepared, stream=stream, timeout=timeout, verify=verify, cert=cert,
+                proxies=proxies, **extra,
+            )  # fmt: skip
             return resent
 
         return _recovery.recover(
