@@ -100,9 +100,9 @@ class TokenRotateAuth(AuthBase):
     # The per-request state is the request itself: the token sent is the one
     # whose header value it carries (BearerPolicy.sent_with), and after the one
     # retry this hook is swapped for _after_retry in the request's hook list,
-    # which requests shares with every redirect hop copied from it.
-    # Session.send's keywords by name (HTTPAdapter.send's), so that requests does
-    # not build a dict of them on every response; anything else goes in extra.
+    # which requests shares with every redirect hop copied from it. It takes
+    # Session.send's keywords by name (HTTPAdapter.send's), so that no dict of
+    # them is built on every response; anything else goes in extra.
     def _on_response(
         self,
         response: Response,

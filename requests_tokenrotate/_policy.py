@@ -281,14 +281,12 @@ class BearerPolicy:
         return token
 
     def header_for(self, replayable: bool) -> tuple[Token, str]:
-        """:meth:`fresh_token` and its :meth:`header_value`: the shells' hot path; may block.
+        """:meth:`fresh_token` and its :meth:`header_value`; may block.
 
         :raises TokenRotateError: From the source, as they are.
         :raises InvalidConfiguration: The token cannot go in a header.
         """
-        token = self.source.token()
-        if not replayable and self.needs_early_refresh(token, replayable):
-            token = self._refresh_early(token)
+        token = self.fresh_token(replayable)
         cached = self._cached
         if cached is not None and cached[0] is token:
             return cached
@@ -299,26 +297,19 @@ class BearerPolicy:
     ) -> tuple[Token, str] | None:
         """What to send to ``url``, whose token header now holds ``current``; may block.
 
-        The shells' hot path, in one call: None if the origin is not allowed
-        (the shell then strips ``current`` if :meth:`is_issued`), or if
-        ``current`` is the caller's own value (sent as it is); else the token
-        and its header value, as :meth:`header_for`.
+        The shells' full path (the warm path is inline in each shell): None if
+        the origin is not allowed (the shell then strips ``current`` if
+        :meth:`is_issued`), or if ``current`` is the caller's own value (sent as
+        it is); else the token and its header value, as :meth:`header_for`.
 
         :raises TokenRotateError: From the source, as they are.
         :raises InvalidConfiguration: The token cannot go in a header.
         """
-        allowed = self.allowed_urls.get(url)
-        if not (self.is_allowed(url) if allowed is None else allowed):
+        if not self.is_allowed(url):
             return None
         if current is not None and current not in self._issued:
             return None  # the caller's own credential
-        token = self.source.token()
-        if not replayable and self.needs_early_refresh(token, replayable):
-            token = self._refresh_early(token)
-        cached = self._cached
-        if cached is not None and cached[0] is token:
-            return cached
-        return token, self.header_value(token)
+        return self.header_for(replayable)
 
     def needs_early_refresh(self, token: Token, replayable: bool) -> bool:
         """True if a body that cannot be replayed must wait for a fresher ``token``."""
